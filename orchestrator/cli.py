@@ -1,0 +1,249 @@
+"""The ``tandem`` command line.
+
+``tandem sync SOURCE DEST [options]`` runs one sync worker in the foreground: the
+options become a ``WorkerSpec`` (validated here, so a bad option is reported
+before anything starts) and the process execs ``python -m workers`` with the
+spec on a memfd, so the worker keeps this PID, terminal and signals.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from workers import __version__
+from workers.spec import ExitCode, Mode, WorkerSpec
+
+app = typer.Typer(
+    name="tandem",
+    help="Keep the data of containers in sync with a peer host.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_B = "Batching"
+_R = "Rules"
+_I = "Initial sync"
+_H = "Handler"
+_F = "Failures"
+_L = "Lifecycle"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tandem {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """tandem: live sync of container data to a peer, container by container."""
+
+
+@app.command(no_args_is_help=True)
+def sync(
+    source: Annotated[str, typer.Argument(help="The directory to watch and send.")],
+    dest: Annotated[
+        str, typer.Argument(help="A local directory, \\[user@]host:/path, or rsync://host/module/path.")
+    ],
+    label: Annotated[
+        str, typer.Option(help="Name in logs, hooks and status (default: SOURCE).", rich_help_panel=_L)
+    ] = "",
+    delay: Annotated[
+        float,
+        typer.Option(
+            help="Collect window in seconds, counted from the first event of a batch.", rich_help_panel=_B
+        ),
+    ] = 1.0,
+    sync_interval: Annotated[
+        float,
+        typer.Option(
+            help="Minimum seconds between the end of one handler run and the start of the next.",
+            rich_help_panel=_B,
+        ),
+    ] = 0.0,
+    bigfile_threshold: Annotated[
+        int,
+        typer.Option(
+            help="Files strictly larger than this many bytes use --bigfile-delay; 0 = off.",
+            rich_help_panel=_B,
+        ),
+    ] = 0,
+    bigfile_delay: Annotated[
+        float, typer.Option(help="Collect window in seconds for big files.", rich_help_panel=_B)
+    ] = 30.0,
+    max_batch_paths: Annotated[
+        int,
+        typer.Option(
+            help="Split a batch into several handler runs above this many paths.", rich_help_panel=_B
+        ),
+    ] = 20000,
+    max_batch_bytes: Annotated[
+        int, typer.Option(help="Split a batch above this many bytes of files; 0 = off.", rich_help_panel=_B)
+    ] = 0,
+    rescan_interval: Annotated[
+        float,
+        typer.Option(
+            help="Full rescan every this many seconds; 0 = off (on by itself when inotify cannot cover the tree).",
+            rich_help_panel=_B,
+        ),
+    ] = 0.0,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            help="clsync rules file: [+-][fdWwms*]REGEX per line, first match wins.", rich_help_panel=_R
+        ),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Regex of paths to sync (same as a +* rule, checked first). Repeatable.", rich_help_panel=_R
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Regex of paths never to sync (same as a -* rule). Repeatable.", rich_help_panel=_R
+        ),
+    ] = None,
+    skip_initial_sync: Annotated[
+        bool, typer.Option(help="Do not sync the whole tree at start.", rich_help_panel=_I)
+    ] = False,
+    only_initial_sync: Annotated[
+        bool, typer.Option(help="Sync the whole tree once and exit 0.", rich_help_panel=_I)
+    ] = False,
+    full_initial_sync: Annotated[
+        bool, typer.Option(help="Ignore the rules for the initial sync.", rich_help_panel=_I)
+    ] = False,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="Handler: rsync, direct (copy in Python, local DEST), shell or python.", rich_help_panel=_H
+        ),
+    ] = Mode.RSYNC,
+    handler: Annotated[
+        str | None,
+        typer.Option(
+            help="shell: command called as CMD LABEL LISTFILE; python: module:function.", rich_help_panel=_H
+        ),
+    ] = None,
+    rsync_binary: Annotated[str, typer.Option(help="The rsync program.", rich_help_panel=_H)] = "rsync",
+    rsync_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Extra rsync argument, e.g. --rsync-arg=--bwlimit=10m. Repeatable.", rich_help_panel=_H
+        ),
+    ] = None,
+    rsh: Annotated[
+        str | None,
+        typer.Option(help="Remote shell for an ssh DEST, e.g. 'ssh -i KEY -p 2222'.", rich_help_panel=_H),
+    ] = None,
+    retries: Annotated[
+        int, typer.Option(help="Retries of a failed run (with backoff) before giving up.", rich_help_panel=_F)
+    ] = 3,
+    retry_delay: Annotated[
+        float,
+        typer.Option(
+            help="First backoff step in seconds; doubled per retry, at most 30.", rich_help_panel=_F
+        ),
+    ] = 0.5,
+    ignore_exit_code: Annotated[
+        list[int] | None,
+        typer.Option(help="Handler exit code to treat as success. Repeatable.", rich_help_panel=_F),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Kill a handler run after this many seconds (a failure); 0 = never.", rich_help_panel=_F
+        ),
+    ] = 0.0,
+    ignore_failures: Annotated[
+        bool,
+        typer.Option(
+            help="Keep running when retries are exhausted; failed paths go into a later batch.",
+            rich_help_panel=_F,
+        ),
+    ] = False,
+    stop_timeout: Annotated[
+        float, typer.Option(help="Seconds allowed for the final flush on SIGTERM/SIGINT.", rich_help_panel=_L)
+    ] = 30.0,
+    pre_exit_hook: Annotated[
+        str | None, typer.Option(help="Command run with LABEL before the final flush.", rich_help_panel=_L)
+    ] = None,
+    exit_hook: Annotated[
+        str | None, typer.Option(help="Command run with LABEL when the worker exits.", rich_help_panel=_L)
+    ] = None,
+    pid_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the pid here (refused if it names a live process).", rich_help_panel=_L),
+    ] = None,
+    status_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep one status word here: starting, initial-sync, running, standby, stopping.",
+            rich_help_panel=_L,
+        ),
+    ] = None,
+    standby_file: Annotated[
+        Path | None, typer.Option(help="While this file exists nothing is synced.", rich_help_panel=_L)
+    ] = None,
+    json_status: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Write one JSON status line per phase change, sync run and heartbeat on stdout.",
+            rich_help_panel=_L,
+        ),
+    ] = False,
+    heartbeat: Annotated[
+        float, typer.Option(help="Seconds between heartbeat lines (with --json).", rich_help_panel=_L)
+    ] = 5.0,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info, warning or error.", rich_help_panel=_L)
+    ] = "info",
+) -> None:
+    """Run one sync worker in the foreground: watch SOURCE, send changes to DEST."""
+    options = dict(locals())
+    options["json"] = options.pop("json_status")
+    for name in ("include", "exclude", "rsync_arg", "ignore_exit_code"):
+        options[name] = tuple(options[name] or ())
+    for name in ("rules", "pid_file", "status_file", "standby_file"):
+        if options[name] is not None:
+            options[name] = str(options[name])
+    try:
+        spec = WorkerSpec(**options)
+    except ValidationError as err:
+        for problem in err.errors():
+            where = ".".join(str(p) for p in problem["loc"]) or "options"
+            typer.echo(f"tandem sync: {where.replace('_', '-')}: {problem['msg']}", err=True)
+        raise typer.Exit(ExitCode.CONFIG) from None
+    _exec_worker(spec)
+
+
+def _exec_worker(spec: WorkerSpec) -> None:
+    """Replace this process with ``python -m workers`` reading SPEC from a memfd."""
+    fd = os.memfd_create("tandem-spec", 0)
+    os.write(fd, spec.model_dump_json(by_alias=True).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "workers", "--spec-fd", str(fd)])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

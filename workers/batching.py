@@ -1,0 +1,231 @@
+"""Turn a stream of changes into batches: the pure half of the watcher.
+
+Time is passed in (``now``, seconds on a monotonic clock). Rules:
+
+- a batch's collect window opens with its first change and closes ``delay`` later
+  (a steady trickle of changes does not hold it back);
+- files larger than ``bigfile_threshold`` (if > 0) collect in their own window of
+  ``bigfile_delay``;
+- two handler runs are at least ``sync_interval`` apart (end to start);
+- an overflow (or a requested resync) turns the next batch into a full one;
+- a rename moves whatever was pending below the old name to the new name, and is
+  kept so the handler can repeat it at DEST instead of copying the content again;
+- ``flush`` releases everything at once (stop, standby ended);
+- paths handed back with ``requeue`` keep their age: nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Kind(Enum):
+    CONTENT = "content"  # created, modified, attributes changed
+    DIR_CREATED = "dir-created"  # a directory appeared: its whole tree must be walked
+    DELETED = "deleted"
+    MOVED = "moved"  # path -> dest_path, both inside SOURCE and both synced
+    OVERFLOW = "overflow"  # events were lost: a full rescan is needed
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: Kind
+    path: str = ""
+    is_dir: bool = False
+    dest_path: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Move:
+    old: str
+    new: str
+    is_dir: bool
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one handler run must make equal at DEST.
+
+    ``paths`` are listed to the handler (a path missing at SOURCE is deleted at
+    DEST); ``walk`` are directories whose whole tree must be listed too; ``moves``
+    are tried at DEST first; ``moved_only`` are the paths that need no transfer if
+    their move succeeded. A ``full`` batch compares everything instead.
+    """
+
+    paths: tuple[str, ...] = ()
+    walk: frozenset[str] = frozenset()
+    moves: tuple[Move, ...] = ()
+    moved_only: frozenset[str] = frozenset()
+    full: bool = False
+    oldest: float = 0.0  # when the oldest change in it was seen
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class _Entry:
+    since: float
+    walk: bool = False
+    big: bool = False
+    moved_only: bool = False
+
+
+@dataclass
+class Batcher:
+    delay: float = 1.0
+    sync_interval: float = 0.0
+    bigfile_threshold: int = 0
+    bigfile_delay: float = 30.0
+
+    _pending: dict[str, _Entry] = field(default_factory=dict)
+    _moves: list[Move] = field(default_factory=list)
+    _full_since: float | None = None
+    _normal_since: float | None = None
+    _big_since: float | None = None
+    _last_run_end: float | None = None
+
+    # -- input ------------------------------------------------------------
+
+    def add(self, change: Change, now: float) -> None:
+        if change.kind is Kind.OVERFLOW:
+            self.request_full(now)
+        elif change.kind is Kind.MOVED:
+            self._add_move(change, now)
+        elif change.kind is Kind.DELETED:
+            self._drop_below(change.path)
+            self._touch(change.path, now)
+        else:
+            walk = change.kind is Kind.DIR_CREATED
+            if walk and self._walked_above(change.path):
+                return  # an ancestor's walk already covers it
+            big = 0 < self.bigfile_threshold < change.size
+            self._touch(change.path, now, walk=walk, big=big)
+
+    def request_full(self, now: float) -> None:
+        if self._full_since is None:
+            self._full_since = now
+
+    def requeue(self, batch: Batch, now: float, paths: tuple[str, ...] | None = None) -> None:
+        """Give back what a failed run did not deliver (all of it, or ``paths``)."""
+        if batch.full:
+            self._full_since = min(self._full_since or now, batch.oldest or now)
+            return
+        for path in batch.paths if paths is None else paths:
+            entry = self._touch(path, batch.oldest or now, walk=path in batch.walk)
+            entry.since = min(entry.since, batch.oldest or now)
+
+    def ran(self, now: float) -> None:
+        """A handler run ended at ``now`` (for ``sync_interval``)."""
+        self._last_run_end = now
+
+    # -- output -----------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + (1 if self._full_since is not None else 0)
+
+    def oldest(self) -> float | None:
+        """When the oldest change still pending was seen (for lag)."""
+        times = [e.since for e in self._pending.values()]
+        if self._full_since is not None:
+            times.append(self._full_since)
+        return min(times) if times else None
+
+    def ready_at(self) -> float | None:
+        """The earliest time at which ``take`` would return a batch (None: nothing)."""
+        windows = []
+        if self._full_since is not None:
+            windows.append(self._full_since + self.delay)
+        if self._normal_since is not None:
+            windows.append(self._normal_since + self.delay)
+        if self._big_since is not None:
+            windows.append(self._big_since + self.bigfile_delay)
+        if not windows:
+            return None
+        ready = min(windows)
+        if self._last_run_end is not None:
+            ready = max(ready, self._last_run_end + self.sync_interval)
+        return ready
+
+    def take(self, now: float, *, flush: bool = False) -> Batch | None:
+        """Release the batch that is due at ``now`` (everything with ``flush``)."""
+        ready = self.ready_at()
+        if ready is None or (not flush and now < ready):
+            return None
+        if self._full_since is not None:
+            batch = Batch(full=True, oldest=min(self._full_since, self.oldest() or now))
+            self._reset()
+            return batch
+        big_due = flush or (self._big_since is not None and now >= self._big_since + self.bigfile_delay)
+        normal_due = flush or (self._normal_since is not None and now >= self._normal_since + self.delay)
+        taken = {p: e for p, e in self._pending.items() if (big_due if e.big else normal_due)}
+        if not taken:
+            return None
+        for path in taken:
+            del self._pending[path]
+        moves = tuple(self._moves) if normal_due else ()
+        if normal_due:
+            self._moves.clear()
+        self._recompute_windows()
+        return Batch(
+            paths=tuple(sorted(taken)),
+            walk=frozenset(p for p, e in taken.items() if e.walk),
+            moves=moves,
+            moved_only=frozenset(p for p, e in taken.items() if e.moved_only),
+            oldest=min(e.since for e in taken.values()),
+        )
+
+    # -- internals --------------------------------------------------------
+
+    def _touch(self, path: str, now: float, *, walk: bool = False, big: bool = False) -> _Entry:
+        entry = self._pending.get(path)
+        if entry is None:
+            entry = self._pending[path] = _Entry(since=now)
+        entry.walk = entry.walk or walk
+        entry.moved_only = False
+        entry.big = big
+        if big:
+            self._big_since = self._big_since if self._big_since is not None else now
+        elif self._normal_since is None:
+            self._normal_since = now
+        return entry
+
+    def _add_move(self, change: Change, now: float) -> None:
+        old, new = change.path, change.dest_path
+        prefix = old + "/"
+        for path in [p for p in self._pending if p == old or p.startswith(prefix)]:
+            entry = self._pending.pop(path)
+            self._pending[new + path[len(old) :]] = entry
+        self._touch(old, now)
+        moved = self._pending.get(new)
+        if moved is None:
+            moved = self._touch(new, now)
+            moved.moved_only = True
+        self._moves.append(Move(old, new, change.is_dir))
+
+    def _drop_below(self, path: str) -> None:
+        prefix = path + "/"
+        for child in [p for p in self._pending if p.startswith(prefix)]:
+            del self._pending[child]
+
+    def _walked_above(self, path: str) -> bool:
+        while path:
+            path = path.rpartition("/")[0]
+            entry = self._pending.get(path)
+            if entry is not None and entry.walk:
+                return True
+        return False
+
+    def _recompute_windows(self) -> None:
+        normal = [e.since for e in self._pending.values() if not e.big]
+        big = [e.since for e in self._pending.values() if e.big]
+        self._normal_since = min(normal) if normal else None
+        self._big_since = min(big) if big else None
+
+    def _reset(self) -> None:
+        self._pending.clear()
+        self._moves.clear()
+        self._full_since = self._normal_since = self._big_since = None

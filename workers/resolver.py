@@ -1,0 +1,55 @@
+"""Decide what a full sync must list so that DEST ends up equal to SOURCE.
+
+Pure: it takes two scans and a rule predicate. Every synced SOURCE path is
+listed (the handler compares and copies); a DEST-only path is listed for
+deletion only if the rules would sync it, and a DEST-only directory is listed
+whole only when nothing inside it is excluded, so files that exist only at DEST
+and match an exclude are left alone (the handler may then delete listed
+directories with everything in them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+
+class _Typed(Protocol):
+    @property
+    def is_dir(self) -> bool: ...
+
+
+def mirror_list(
+    source: Mapping[str, _Typed],
+    dest: Mapping[str, _Typed],
+    allows: Callable[[str, bool], bool],
+) -> list[str]:
+    """Sorted paths to hand to the handler for a full sync."""
+    extra = {path: entry.is_dir for path, entry in dest.items() if path not in source}
+    blocked = _dirs_holding_excluded(dest, allows)
+    listed: list[str] = []
+    whole: str | None = None  # the last DEST-only directory listed whole
+    for path in sorted(extra):
+        if whole is not None and path.startswith(whole + "/"):
+            continue
+        if not allows(path, extra[path]):
+            continue
+        if extra[path] and path in blocked:
+            continue  # keep the directory: something excluded lives in it
+        listed.append(path)
+        if extra[path]:
+            whole = path
+    return sorted([*source, *listed])
+
+
+def _dirs_holding_excluded(dest: Mapping[str, _Typed], allows: Callable[[str, bool], bool]) -> set[str]:
+    """Every directory at DEST that has an excluded entry somewhere below it."""
+    blocked: set[str] = set()
+    for path, entry in dest.items():
+        if allows(path, entry.is_dir):
+            continue
+        parent = path.rpartition("/")[0]
+        while parent and parent not in blocked:
+            blocked.add(parent)
+            parent = parent.rpartition("/")[0]
+    return blocked

@@ -1,0 +1,461 @@
+"""The worker's main loop: watch, initial sync, batches, flush on stop.
+
+One thread owns all state (the batcher, counters, rules). The watcher thread
+and the signal handlers only put items into ``self.inbox``; this loop takes
+them out. Order of a life:
+
+1. check SOURCE, rules and handler (any problem: exit CONFIG, DEST untouched);
+2. start the watcher (its events wait in the inbox);
+3. wait while the standby file exists; initial full sync (unless skipped);
+4. loop: take the batch that is due, run it (moves at DEST first), retry with
+   backoff, hand failures back to the batcher;
+5. on SIGTERM/SIGINT (or the parent gone): pre-exit hook, flush everything
+   within ``stop_timeout``, exit hook, exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from workers import rules as rules_mod
+from workers.batching import Batch, Batcher, Change, Kind
+from workers.proc import SpawnError, run
+from workers.resolver import mirror_list
+from workers.snapshot import ScanError, scan_local
+from workers.spec import ExitCode, Status, WorkerSpec
+from workers.status import PidFileBusy, Reporter, claim_pid_file
+from workers.transfer import ConfigError, Handler, Job, Outcome, Verdict, make_handler
+from workers.watcher import Watcher
+
+log = logging.getLogger("tandem.worker")
+
+POLL = 0.25  # longest sleep of the loop: standby file, parent, source root checks
+MAX_BACKOFF = 30.0
+DEGRADED_RESCAN = 30.0  # periodic rescan when inotify cannot cover the tree
+HOOK_TIMEOUT = 30.0
+
+
+class Halt(Exception):
+    """Stop the worker with this exit code (and say why)."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.source = os.path.abspath(spec.source)
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.batcher = Batcher(
+            delay=spec.delay,
+            sync_interval=spec.sync_interval,
+            bigfile_threshold=spec.bigfile_threshold,
+            bigfile_delay=spec.bigfile_delay,
+        )
+        self.reporter = Reporter(spec)
+        self.rules = rules_mod.Rules()
+        self.handler: Handler | None = None
+        self.watcher: Watcher | None = None
+        self.rescan_every = spec.rescan_interval
+        self._stop_at: float | None = None  # monotonic deadline, set on a stop request
+        self._stopping = False
+        self._initial_done = False
+        self._cooldown_until = 0.0
+        self._next_rescan = 0.0
+        self._next_heartbeat = 0.0
+        self._started = False
+
+    # -- entry -------------------------------------------------------------
+
+    def run(self) -> int:
+        code = ExitCode.INTERNAL
+        try:
+            code = self._run()
+        except Halt as halt:
+            log.error("%s", halt)
+            self.reporter.counters.last_error = str(halt)
+            code = halt.code
+        except Exception:
+            log.exception("unexpected error")
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            if self._started:
+                self._hook(self.spec.exit_hook, "exit hook")
+            self.reporter.emit("exit", pending=self.batcher.pending, exit_code=int(code))
+            self.reporter.cleanup()
+        return int(code)
+
+    def _run(self) -> ExitCode:
+        self._check_config()
+        self._install_signals()
+        self._started = True
+        self.reporter.phase(Status.STARTING)
+        if not self.spec.only_initial_sync:
+            self._start_watcher()
+        self._wait_standby()
+        if self._stopping:
+            return ExitCode.OK
+        if not self.spec.skip_initial_sync:
+            self.reporter.phase(Status.INITIAL_SYNC)
+            self._execute(Batch(full=True, oldest=time.monotonic()), initial=True)
+        self._initial_done = True
+        if self.spec.only_initial_sync:
+            return ExitCode.OK
+        self._phase(Status.RUNNING)
+        self._loop()
+        return self._stop()
+
+    def _check_config(self) -> None:
+        spec = self.spec
+        if not os.path.isdir(self.source):
+            raise Halt(ExitCode.CONFIG, f"SOURCE {spec.source!r} is not a directory")
+        try:
+            self.rules = rules_mod.load(spec.rules, spec.include, spec.exclude)
+            self.handler = make_handler(spec)
+        except (rules_mod.RulesError, ConfigError) as err:
+            raise Halt(ExitCode.CONFIG, str(err)) from None
+        dest = spec.destination
+        if dest.kind == "local":
+            real_dest = os.path.realpath(dest.path)
+            real_src = os.path.realpath(self.source)
+            if (
+                real_dest == real_src
+                or real_dest.startswith(real_src + "/")
+                or real_src.startswith(real_dest + "/")
+            ):
+                raise Halt(ExitCode.CONFIG, f"DEST {dest.path!r} and SOURCE {spec.source!r} overlap")
+        if spec.pid_file:
+            try:
+                claim_pid_file(spec.pid_file)
+            except (PidFileBusy, OSError) as err:
+                raise Halt(ExitCode.CONFIG, str(err)) from None
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests): the caller owns signals and calls request_*
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        # Only queue the signal: the loop acts on it.
+        if signum in (signal.SIGTERM, signal.SIGINT) and self._stop_at is None:
+            self._stop_at = time.monotonic() + self.spec.stop_timeout
+        self.inbox.put(("signal", signum))
+
+    def request_stop(self) -> None:
+        self._on_signal(signal.SIGTERM, None)
+
+    def _start_watcher(self) -> None:
+        watcher = Watcher(
+            self.source,
+            lambda: self.rules,
+            self.inbox.put,
+            on_degraded=lambda why: self.inbox.put(("degraded", why)),
+            sizes=self.spec.bigfile_threshold > 0,
+        )
+        try:
+            watcher.start()
+        except OSError as err:
+            self._degrade(f"cannot watch {self.source}: {err}")
+            return
+        self.watcher = watcher
+
+    # -- the loop -----------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            ready = self.batcher.ready_at()
+            wait = POLL if ready is None else min(POLL, max(0.0, ready - now))
+            self._pump(wait)
+            if self._stopping:
+                break
+            now = time.monotonic()
+            self._check_source()
+            if self._in_standby():
+                continue
+            if self.rescan_every and now >= self._next_rescan:
+                self._next_rescan = now + self.rescan_every
+                self.batcher.request_full(now)
+            if now >= self._cooldown_until:
+                batch = self.batcher.take(now)
+                if batch is not None:
+                    self._execute(batch)
+            self._heartbeat()
+
+    def _pump(self, timeout: float) -> None:
+        """Take everything from the inbox (waiting up to TIMEOUT for the first)."""
+        try:
+            item = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._apply(item)
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, item: Any) -> None:
+        now = time.monotonic()
+        if isinstance(item, Change):
+            if item.kind is Kind.DELETED and item.path == "":
+                raise Halt(ExitCode.SAFETY_HALT, f"SOURCE {self.source} vanished; nothing deleted at DEST")
+            self.batcher.add(item, now)
+            return
+        kind, value = item
+        if kind == "degraded":
+            self._degrade(value)
+        elif value in (signal.SIGTERM, signal.SIGINT):
+            self._stopping = True
+        elif value == signal.SIGHUP:
+            self._reload_rules()
+        elif value == signal.SIGUSR2:
+            log.info("full resync requested")
+            self.batcher.request_full(now)
+
+    def _degrade(self, why: str) -> None:
+        self.batcher.request_full(time.monotonic())
+        if not self.rescan_every:
+            self.rescan_every = DEGRADED_RESCAN
+            self._next_rescan = time.monotonic() + DEGRADED_RESCAN
+        log.warning("%s: full rescan now and every %.0fs", why, self.rescan_every)
+
+    def _reload_rules(self) -> None:
+        try:
+            self.rules = rules_mod.load(self.spec.rules, self.spec.include, self.spec.exclude)
+        except rules_mod.RulesError as err:
+            log.error("rules not reloaded, keeping the old ones: %s", err)
+            return
+        log.info("rules reloaded (%d rules)", len(self.rules.rules))
+
+    def _check_source(self) -> None:
+        if not os.path.isdir(self.source):
+            raise Halt(ExitCode.SAFETY_HALT, f"SOURCE {self.source} vanished; nothing deleted at DEST")
+        if self.spec.parent_pid and os.getppid() != self.spec.parent_pid and not self._stopping:
+            log.warning("parent %d is gone: flushing and stopping", self.spec.parent_pid)
+            self.request_stop()
+
+    def _in_standby(self) -> bool:
+        path = self.spec.standby_file
+        if not path or not os.path.exists(path):
+            if self.reporter.status is Status.STANDBY:
+                log.info("standby file removed: sending everything pending")
+                self._phase(Status.RUNNING if self._initial_done else Status.INITIAL_SYNC)
+                batch = self.batcher.take(time.monotonic(), flush=True)
+                if batch is not None:
+                    self._execute(batch)
+            return False
+        self._phase(Status.STANDBY)
+        return True
+
+    def _wait_standby(self) -> None:
+        while not self._stopping and self._in_standby():
+            self._pump(POLL)
+            self._heartbeat()
+
+    # -- running batches --------------------------------------------------
+
+    def _execute(self, batch: Batch, *, initial: bool = False) -> None:
+        """Run BATCH to success; retry with backoff; never drop a path."""
+        start = time.monotonic()
+        counters = self.reporter.counters
+        if batch.full and not initial:
+            counters.resyncs += 1
+        paths: list[str] | None = None
+        attempt = 0
+        while True:
+            try:
+                if paths is None:
+                    paths = self._plan(batch, ignore_rules=initial and self.spec.full_initial_sync)
+                outcome = self._send(paths, batch.full, progress=initial)
+            except ScanError as err:
+                outcome = Outcome(Verdict.RETRY, message=str(err))
+            if outcome.verdict is Verdict.OK:
+                break
+            counters.failures += 1
+            counters.last_error = outcome.message
+            log.warning("sync failed (try %d of %d): %s", attempt + 1, self.spec.retries + 1, outcome.message)
+            if outcome.verdict is Verdict.FATAL:
+                raise Halt(ExitCode.CONFIG, f"handler cannot work: {outcome.message}")
+            if paths is not None and outcome.failed:
+                paths = list(outcome.failed)
+            attempt += 1
+            if attempt > self.spec.retries:
+                self._give_up(batch, paths, outcome)
+                return
+            self._backoff(attempt)
+        end = time.monotonic()
+        self.batcher.ran(end)
+        counters.syncs += 1
+        counters.files += len(paths or ())
+        counters.last_sync_duration = end - start
+        counters.last_error = ""
+        self._report("sync")
+
+    def _give_up(self, batch: Batch, paths: list[str] | None, outcome: Outcome) -> None:
+        now = time.monotonic()
+        if self._stop_at is not None and now >= self._stop_at:
+            raise Halt(ExitCode.SYNC_FAILED, f"stop timeout reached; undelivered: {outcome.message}")
+        if not self.spec.ignore_failures:
+            raise Halt(
+                ExitCode.SYNC_FAILED, f"sync failed after {self.spec.retries + 1} tries: {outcome.message}"
+            )
+        requeued = batch if batch.full or paths is None else Batch(paths=tuple(paths), oldest=batch.oldest)
+        self.batcher.requeue(requeued, now)
+        self._cooldown_until = now + MAX_BACKOFF
+        log.warning("%d paths kept for a later batch", len(requeued.paths) or self.batcher.pending)
+
+    def _backoff(self, attempt: int) -> None:
+        pause = min(self.spec.retry_delay * 2 ** (attempt - 1), MAX_BACKOFF)
+        end = time.monotonic() + pause
+        if self._stop_at is not None:
+            end = min(end, self._stop_at)
+        while (left := end - time.monotonic()) > 0:
+            self._pump(min(left, POLL))
+
+    def _plan(self, batch: Batch, *, ignore_rules: bool) -> list[str]:
+        """The explicit list for one batch: moves done at DEST, new trees walked."""
+        assert self.handler is not None
+        self._check_source()
+        rules = None if ignore_rules else self.rules
+        if batch.full:
+            with self._progress("scanning") as advance:
+                source = scan_local(self.source, rules, on_entry=advance)
+            dest = self.handler.scan_dest()
+            if dest is None:
+                return sorted(source)
+            return mirror_list(source, dest, self.rules.allows)
+        moved = {m.new for m in batch.moves if self.handler.move(m)}
+        walk = set(batch.walk) | {m.new for m in batch.moves if m.is_dir and m.new not in moved}
+        paths = {p for p in batch.paths if p not in moved or p not in batch.moved_only}
+        for directory in walk:
+            if os.path.isdir(os.path.join(self.source, directory)):
+                paths.update(scan_local(self.source, self.rules, below=directory))
+        return sorted(paths)
+
+    def _send(self, paths: list[str], full: bool, *, progress: bool = False) -> Outcome:
+        """Hand PATHS to the handler in runs of at most max_batch_paths/bytes."""
+        assert self.handler is not None
+        failed: list[str] = []
+        messages: list[str] = []
+        chunks = list(self._chunks(paths, tty=progress and _tty()))
+        with self._progress("syncing", total=len(paths), enabled=progress) as advance:
+            for chunk in chunks:
+                self._check_source()
+                job = Job(tuple(chunk), full, self.spec.name, self.source, self.spec.dest)
+                outcome = self.handler.send(job, self._deadline)
+                if outcome.verdict is Verdict.FATAL:
+                    return outcome
+                if outcome.verdict is not Verdict.OK:
+                    failed += outcome.failed or chunk
+                    messages.append(outcome.message)
+                advance(len(chunk))
+        if not failed:
+            return Outcome(Verdict.OK)
+        verdict = Verdict.PARTIAL if len(failed) < len(paths) else Verdict.RETRY
+        return Outcome(verdict, tuple(failed), "; ".join(messages))
+
+    def _chunks(self, paths: list[str], *, tty: bool) -> Iterator[list[str]]:
+        limit = self.spec.max_batch_paths
+        if tty:  # smaller runs on a terminal so the progress bar moves
+            limit = min(limit, max(500, len(paths) // 20 + 1))
+        max_bytes = self.spec.max_batch_bytes
+        chunk: list[str] = []
+        size = 0
+        for path in paths:
+            if max_bytes:
+                with contextlib.suppress(OSError):
+                    size += os.lstat(os.path.join(self.source, path)).st_size
+            chunk.append(path)
+            if len(chunk) >= limit or (max_bytes and size >= max_bytes):
+                yield chunk
+                chunk, size = [], 0
+        if chunk:
+            yield chunk
+
+    def _deadline(self) -> float | None:
+        return self._stop_at
+
+    # -- stop ---------------------------------------------------------------
+
+    def _stop(self) -> ExitCode:
+        self._phase(Status.STOPPING)
+        if self.spec.standby_file and os.path.exists(self.spec.standby_file):
+            log.warning(
+                "stopping in standby: %d pending paths not sent (the next initial sync sends them)",
+                self.batcher.pending,
+            )
+            return ExitCode.OK
+        if self._initial_done:
+            self._hook(self.spec.pre_exit_hook, "pre-exit hook")
+        self._pump(0)
+        batch = self.batcher.take(time.monotonic(), flush=True)
+        if batch is not None:
+            self._execute(batch)
+        if self.batcher.pending:
+            raise Halt(ExitCode.SYNC_FAILED, f"stopped with {self.batcher.pending} paths undelivered")
+        return ExitCode.OK
+
+    def _hook(self, command: str | None, what: str) -> None:
+        if not command:
+            return
+        try:
+            result = run([*shlex.split(command), self.spec.name], timeout=HOOK_TIMEOUT)
+        except SpawnError as err:
+            log.error("%s failed: %s", what, err)
+            return
+        if result.returncode != 0:
+            log.error("%s exited %d: %s", what, result.returncode, result.stderr_tail())
+
+    # -- reporting ------------------------------------------------------------
+
+    def _phase(self, status: Status) -> None:
+        self.reporter.phase(status, pending=self.batcher.pending, lag=self._lag(), watches=self._watches())
+
+    def _report(self, event: str) -> None:
+        self.reporter.emit(event, pending=self.batcher.pending, lag=self._lag(), watches=self._watches())
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.spec.heartbeat
+            self._report("heartbeat")
+
+    def _lag(self) -> float:
+        oldest = self.batcher.oldest()
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+    def _watches(self) -> int:
+        return self.watcher.watches if self.watcher is not None else 0
+
+    @contextlib.contextmanager
+    def _progress(
+        self, what: str, total: int | None = None, enabled: bool = True
+    ) -> Iterator[Callable[[int], None]]:
+        """A rich progress bar on a terminal; a no-op elsewhere."""
+        if not (enabled and _tty() and not self.spec.json_status):
+            yield lambda _n: None
+            return
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"{self.spec.name}: {what}", total=total)
+            yield lambda n: bar.advance(task, n)
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,164 @@
+"""Find-like scans of SOURCE and DEST: path -> (type, size, mtime).
+
+The local scan uses ``os.scandir`` (injectable) and never follows symlinks; files
+that vanish mid-walk are skipped, unreadable directories are reported and kept
+as entries. DEST over ssh is scanned with GNU ``find -printf`` on the peer
+(NUL-separated, so every legal name survives); an rsync daemon with
+``rsync --list-only``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import stat
+from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from workers.proc import run
+from workers.rules import Rules
+from workers.spec import Destination
+
+log = logging.getLogger(__name__)
+
+
+class ScanError(RuntimeError):
+    """DEST could not be listed (peer unreachable, find missing...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    type: str  # 'f' file, 'd' directory, 'l' symlink, 'o' other
+    size: int
+    mtime: float
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "d"
+
+
+Tree = dict[str, Entry]
+
+
+def _type_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISREG(mode):
+        return "f"
+    if stat.S_ISLNK(mode):
+        return "l"
+    return "o"
+
+
+def scan_local(
+    root: str,
+    rules: Rules | None = None,
+    *,
+    below: str = "",
+    scandir: Callable[[str], AbstractContextManager[Iterator[os.DirEntry[str]]]] = os.scandir,
+    on_entry: Callable[[int], None] | None = None,
+) -> Tree:
+    """Walk ROOT/BELOW; with RULES, excluded entries are left out and excluded
+    directories are not entered. Paths are relative to ROOT."""
+    tree: Tree = {}
+    stack = [below]
+    while stack:
+        rel_dir = stack.pop()
+        if rules is not None and not rules.can_enter(rel_dir):
+            continue
+        try:
+            with scandir(os.path.join(root, rel_dir) if rel_dir else root) as entries:
+                items = list(entries)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # vanished mid-walk
+        except PermissionError as err:
+            log.warning("cannot list %s: %s", os.path.join(root, rel_dir), err.strerror)
+            continue
+        for item in items:
+            rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+            try:
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            kind = _type_of(st.st_mode)
+            if rules is not None and not rules.allows(rel, kind == "d"):
+                if kind == "d" and rules.can_enter(rel):
+                    stack.append(rel)  # the entry is not synced, its content may be
+                continue
+            tree[rel] = Entry(kind, st.st_size, st.st_mtime)
+            if kind == "d":
+                stack.append(rel)
+        if on_entry is not None:
+            on_entry(len(items))
+    return tree
+
+
+_FIND_TYPES = {"f": "f", "d": "d", "l": "l"}
+
+
+def parse_find(output: bytes) -> Tree:
+    """Parse ``find -printf '%y %s %T@ %P\\0'`` output."""
+    tree: Tree = {}
+    for record in output.split(b"\0"):
+        if not record:
+            continue
+        kind, size, mtime, name = record.split(b" ", 3)
+        if not name:
+            continue
+        path = os.fsdecode(name)
+        tree[path] = Entry(_FIND_TYPES.get(kind.decode(), "o"), int(size), float(mtime))
+    return tree
+
+
+def parse_list_only(output: bytes) -> Tree:
+    """Parse ``rsync --list-only -r --no-h`` lines (rsync escapes odd bytes as ``\\#ooo``)."""
+    tree: Tree = {}
+    for line in output.split(b"\n"):
+        fields = line.split(None, 4)
+        if len(fields) < 5 or fields[4] == b".":
+            continue
+        perms, size, _date, _time, name = fields
+        kind = {ord("d"): "d", ord("-"): "f", ord("l"): "l"}.get(perms[0], "o")
+        if kind == "l":
+            name = name.rsplit(b" -> ", 1)[0]
+        path = os.fsdecode(_unescape_rsync(name))
+        tree[path] = Entry(kind, int(size.replace(b",", b"")), 0.0)
+    return tree
+
+
+def _unescape_rsync(name: bytes) -> bytes:
+    parts = name.split(b"\\#")
+    out = parts[0]
+    for part in parts[1:]:
+        if len(part) >= 3 and part[:3].isdigit():
+            out += bytes([int(part[:3], 8)]) + part[3:]
+        else:
+            out += b"\\#" + part
+    return out
+
+
+def ssh_argv(dest: Destination, rsh: str | None, command: str) -> list[str]:
+    """The argv that runs COMMAND (one shell string) on an ssh DEST's host."""
+    target = f"{dest.user}@{dest.host}" if dest.user else dest.host
+    return [*shlex.split(rsh or "ssh"), target, command]
+
+
+def scan_dest(dest: Destination, *, rsh: str | None, rsync_binary: str, timeout: float) -> Tree:
+    """List DEST recursively, whatever kind it is. A missing DEST is empty."""
+    if dest.kind == "local":
+        return scan_local(dest.path) if os.path.isdir(dest.path) else {}
+    if dest.kind == "ssh":
+        path = shlex.quote(dest.path)
+        command = f"if [ -d {path} ]; then cd {path} && find . -mindepth 1 -printf '%y %s %T@ %P\\0'; fi"
+        argv = ssh_argv(dest, rsh, command)
+        parse = parse_find
+    else:
+        argv = [rsync_binary, "--list-only", "-r", "--no-h", dest.rsync_root()]
+        parse = parse_list_only
+    result = run(argv, timeout=timeout)
+    if result.returncode != 0:
+        raise ScanError(f"cannot list DEST {dest}: exit {result.returncode}: {result.stderr_tail()}")
+    return parse(result.stdout)

@@ -1,0 +1,107 @@
+"""The direct handler: copy in Python into a local DEST, no rsync."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import time
+
+from workers.batching import Move
+from workers.snapshot import Tree, scan_local
+from workers.spec import WorkerSpec
+from workers.transfer import Deadline, Job, Outcome, Verdict, localfs
+
+log = logging.getLogger(__name__)
+
+
+class DirectHandler:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.root = spec.destination.path
+
+    def move(self, move: Move) -> bool:
+        return localfs.move(self.root, move)
+
+    def scan_dest(self) -> Tree | None:
+        return scan_local(self.root) if os.path.isdir(self.root) else {}
+
+    def send(self, job: Job, deadline: Deadline) -> Outcome:
+        os.makedirs(self.root, exist_ok=True)
+        failed: list[str] = []
+        dirs: list[tuple[str, os.stat_result]] = []
+        for index, rel in enumerate(job.paths):
+            end = deadline()
+            if end is not None and time.monotonic() >= end:
+                return Outcome(Verdict.RETRY, tuple(job.paths[index:]), "stopped by deadline")
+            try:
+                st = self._one(job.source, rel, full=job.full)
+            except OSError as err:
+                log.warning("direct copy of %r failed: %s", rel, err)
+                failed.append(rel)
+                continue
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                dirs.append((rel, st))
+        for rel, st in reversed(dirs):  # directory times last: children change them
+            path = localfs.target(self.root, rel)
+            if path is not None:
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        if failed:
+            return Outcome(Verdict.PARTIAL, tuple(failed), f"{len(failed)} paths failed")
+        return Outcome(Verdict.OK)
+
+    def _one(self, source: str, rel: str, *, full: bool) -> os.stat_result | None:
+        dst = localfs.target(self.root, rel)
+        if dst is None:
+            raise OSError(f"{rel!r}: a directory on the way at DEST is a symlink")
+        src = os.path.join(source, rel) if rel else source
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            localfs.remove(dst)  # gone at SOURCE: gone at DEST
+            return None
+        try:
+            have = os.lstat(dst)
+        except FileNotFoundError:
+            have = None
+        if have is not None and stat.S_IFMT(have.st_mode) != stat.S_IFMT(st.st_mode):
+            localfs.remove(dst)
+            have = None
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if stat.S_ISDIR(st.st_mode):
+            if have is None:
+                os.mkdir(dst)
+        elif stat.S_ISLNK(st.st_mode):
+            if have is not None:
+                os.unlink(dst)
+            os.symlink(os.readlink(src), dst)
+        elif stat.S_ISREG(st.st_mode):
+            if full and have is not None and (have.st_size, have.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                return st
+            _copy_file(src, dst)
+        else:
+            log.info("skipping %r: not a file, directory or symlink", rel)
+            return None
+        _copy_meta(dst, st)
+        return st
+
+
+def _copy_file(src: str, dst: str) -> None:
+    """Copy through a temp file in DEST's directory and rename it into place."""
+    head, tail = os.path.split(dst)
+    temp = os.path.join(head, f".{tail}.tandem-{os.getpid()}")
+    try:
+        with open(src, "rb") as fin, open(temp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+        os.replace(temp, dst)
+    except BaseException:
+        localfs.remove(temp)
+        raise
+
+
+def _copy_meta(dst: str, st: os.stat_result) -> None:
+    if os.geteuid() == 0:
+        os.lchown(dst, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

@@ -1,0 +1,79 @@
+"""The rsync handler: one rsync run per job, an explicit list on stdin."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+
+from workers.batching import Move
+from workers.proc import SpawnError, run
+from workers.snapshot import Tree, scan_dest, ssh_argv
+from workers.spec import WorkerSpec
+from workers.transfer import ConfigError, Deadline, Job, Outcome, Verdict, localfs
+from workers.transfer.rsync_plan import build_argv, classify, encode_list
+
+log = logging.getLogger(__name__)
+
+MOVE_TIMEOUT = 30.0
+SCAN_TIMEOUT = 600.0
+
+
+class RsyncHandler:
+    def __init__(self, spec: WorkerSpec) -> None:
+        if shutil.which(spec.rsync_binary) is None:
+            raise ConfigError(f"rsync binary {spec.rsync_binary!r} not found or not executable")
+        if spec.rsh:
+            program = shlex.split(spec.rsh)[0]
+            if shutil.which(program) is None:
+                raise ConfigError(f"--rsh program {program!r} not found or not executable")
+        self.spec = spec
+        self.dest = spec.destination
+
+    def move(self, move: Move) -> bool:
+        if self.dest.kind == "local":
+            return localfs.move(self.dest.path, move)
+        if self.dest.kind != "ssh":
+            return False  # an rsync daemon cannot rename
+        q = shlex.quote
+        parent = move.new.rpartition("/")[0] or "."
+        command = (
+            f"cd {q(self.dest.path)} && {{ [ -e {q(move.old)} ] || [ -L {q(move.old)} ]; }} && "
+            f"mkdir -p -- {q(parent)} && mv -T -- {q(move.old)} {q(move.new)}"
+        )
+        result = run(ssh_argv(self.dest, self.spec.rsh, command), timeout=MOVE_TIMEOUT)
+        return result.returncode == 0
+
+    def send(self, job: Job, deadline: Deadline) -> Outcome:
+        argv = build_argv(
+            self.spec.rsync_binary,
+            job.source,
+            self.dest.rsync_root(),
+            full=job.full,
+            rsh=self.spec.rsh,
+            extra=self.spec.rsync_arg,
+        )
+        try:
+            result = run(argv, stdin=encode_list(job.paths), timeout=self.spec.timeout, deadline=deadline)
+        except SpawnError as err:
+            return Outcome(Verdict.FATAL, message=str(err))
+        if result.timed_out:
+            return Outcome(Verdict.RETRY, message=f"rsync killed after {result.duration:.1f}s")
+        verdict = classify(
+            result.returncode,
+            result.stderr,
+            job.paths,
+            (job.source, self.dest.path),
+            self.spec.ignore_exit_code,
+        )
+        message = (
+            ""
+            if verdict.verdict is Verdict.OK
+            else (f"rsync exit {result.returncode}: {result.stderr_tail()}")
+        )
+        return Outcome(verdict.verdict, verdict.failed, message)
+
+    def scan_dest(self) -> Tree | None:
+        return scan_dest(
+            self.dest, rsh=self.spec.rsh, rsync_binary=self.spec.rsync_binary, timeout=SCAN_TIMEOUT
+        )

@@ -1,0 +1,99 @@
+"""The pure half of the rsync handler: argv, list encoding, exit-code meaning.
+
+One run sends an explicit NUL-separated list on stdin (``--files-from=- --from0``,
+no recursion), so exactly the listed paths are compared and every legal name
+works. A listed path missing at SOURCE is deleted at DEST
+(``--delete-missing-args``; ``--force`` for non-empty directories, which the
+planner only lists when nothing excluded lives in them). Incremental runs add
+``--ignore-times``: the worker knows these paths changed, so rsync's
+size+mtime quick check (which misses a same-second, same-size edit) is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from workers.transfer import Verdict
+
+# rsync(1) EXIT VALUES. 24 (source files vanished) is fine: their deletion events follow.
+_OK = frozenset({0, 24})
+_PARTIAL = frozenset({23})
+_FATAL = frozenset({1, 2, 4, 25, 126, 127})
+
+BASE_ARGS = ("-a", "--numeric-ids", "--from0", "--files-from=-", "--delete-missing-args", "--force")
+
+
+def build_argv(
+    binary: str,
+    source: str,
+    dest_root: str,
+    *,
+    full: bool,
+    rsh: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """The argv for one run; DEST_ROOT is ``Destination.rsync_root()``."""
+    argv = [binary, *BASE_ARGS]
+    if not full:
+        argv.append("--ignore-times")
+    if rsh:
+        argv += ["-e", rsh]
+    argv += [*extra, source.rstrip("/") + "/", dest_root]
+    return argv
+
+
+def encode_list(paths: list[str] | tuple[str, ...]) -> bytes:
+    """NUL-terminated list for ``--from0``; the root itself is '.'."""
+    return b"".join(os.fsencode(p or ".") + b"\0" for p in paths)
+
+
+@dataclass(frozen=True)
+class Classified:
+    verdict: Verdict
+    failed: tuple[str, ...] = ()  # for PARTIAL: the listed paths rsync named
+
+
+def classify(
+    returncode: int,
+    stderr: bytes,
+    listed: tuple[str, ...] | list[str],
+    roots: tuple[str, ...],
+    ignore: tuple[int, ...] = (),
+) -> Classified:
+    """What an rsync exit status means for the run that listed LISTED."""
+    if returncode in _OK or returncode in ignore:
+        return Classified(Verdict.OK)
+    if returncode in _FATAL:
+        return Classified(Verdict.FATAL)
+    if returncode in _PARTIAL:
+        failed = failed_paths(stderr, listed, roots)
+        return Classified(Verdict.PARTIAL, failed) if failed else Classified(Verdict.RETRY)
+    return Classified(Verdict.RETRY)
+
+
+_QUOTED = re.compile(rb'^rsync: .*?"(.+)"', re.MULTILINE)
+
+
+def failed_paths(
+    stderr: bytes, listed: tuple[str, ...] | list[str], roots: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The listed paths that rsync's error lines name (absolute or relative,
+    at SOURCE or DEST, or as a receiver's temp file ``dir/.name.XXXXXX``)."""
+    wanted = set(listed)
+    found: set[str] = set()
+    for raw in _QUOTED.findall(stderr):
+        name = os.fsdecode(raw)
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+                break
+        name = name.removeprefix("./").rstrip("/")
+        head, _, tail = name.rpartition("/")
+        if name not in wanted and tail.startswith(".") and len(tail) > 8 and tail[-7] == ".":
+            name = f"{head}/{tail[1:-7]}" if head else tail[1:-7]  # rsync's temp file
+        if name in wanted:
+            found.add(name)
+    return tuple(sorted(found))
