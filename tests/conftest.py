@@ -38,15 +38,21 @@ def tree(root: Path, *, content: bool = True) -> dict[str, object]:
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             rel = str(path.relative_to(root))
-            st = path.lstat()
-            if path.is_symlink():
-                out[rel] = ("l", os.readlink(path))
-            elif path.is_dir():
-                out[rel] = ("d", st.st_mode & 0o7777)
-            else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest() if content else st.st_size
-                out[rel] = ("f", digest, st.st_mode & 0o7777)
+            try:
+                out[rel] = _describe(path, content)
+            except FileNotFoundError:
+                out[rel] = ("vanished",)  # e.g. an rsync temp file: not equal yet
     return out
+
+
+def _describe(path: Path, content: bool) -> tuple[object, ...]:
+    st = path.lstat()
+    if path.is_symlink():
+        return ("l", os.readlink(path))
+    if path.is_dir():
+        return ("d", st.st_mode & 0o7777)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if content else st.st_size
+    return ("f", digest, st.st_mode & 0o7777)
 
 
 class WorkerProc:
@@ -135,10 +141,16 @@ class WorkerProc:
         return self.stderr.decode(errors="replace")
 
     def kill(self) -> None:
+        """Kill the worker's whole process group if still there, reap it, close pipes."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+        self._reader.join(5)
+        self._err_reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture

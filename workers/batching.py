@@ -110,12 +110,13 @@ class Batcher:
 
     def requeue(self, batch: Batch, now: float, paths: tuple[str, ...] | None = None) -> None:
         """Give back what a failed run did not deliver (all of it, or ``paths``)."""
+        since = min(now, batch.oldest)
         if batch.full:
-            self._full_since = min(self._full_since or now, batch.oldest or now)
+            self._full_since = since if self._full_since is None else min(self._full_since, since)
             return
         for path in batch.paths if paths is None else paths:
-            entry = self._touch(path, batch.oldest or now, walk=path in batch.walk)
-            entry.since = min(entry.since, batch.oldest or now)
+            entry = self._touch(path, since, walk=path in batch.walk)
+            entry.since = min(entry.since, since)
 
     def ran(self, now: float) -> None:
         """A handler run ended at ``now`` (for ``sync_interval``)."""
@@ -156,7 +157,8 @@ class Batcher:
         if ready is None or (not flush and now < ready):
             return None
         if self._full_since is not None:
-            batch = Batch(full=True, oldest=min(self._full_since, self.oldest() or now))
+            oldest = self.oldest()
+            batch = Batch(full=True, oldest=self._full_since if oldest is None else oldest)
             self._reset()
             return batch
         big_due = flush or (self._big_since is not None and now >= self._big_since + self.bigfile_delay)

@@ -1,7 +1,9 @@
 """Run one child process with a deadline: TERM -> grace -> KILL -> reap.
 
 Every child runs in its own session (process group), so a timeout also ends
-whatever it started (rsync's ssh, a shell handler's children).
+whatever it started (rsync's ssh, a shell handler's children). Input is given
+through an unlinked temp file, not a pipe: ``communicate(input, timeout)`` stops
+writing a large input after its first timeout, which leaves the child waiting.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,22 +50,8 @@ def run(
     monotonic time returned by ``deadline()`` (re-read while waiting, so a stop
     request can shorten it). Output is collected in memory."""
     start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
-    except OSError as err:
-        raise SpawnError(err.errno, f"cannot run {argv[0]!r}: {err.strerror}") from None
+    proc = _spawn(argv, stdin, cwd, env)
     limit = start + timeout if timeout > 0 else None
-    out = err_out = b""
-    pending_input = stdin
-    timed_out = False
     while True:
         end = limit
         extra = deadline() if deadline is not None else None
@@ -70,19 +59,36 @@ def run(
             end = extra if end is None else min(end, extra)
         step = 0.2 if end is None else max(0.0, min(0.2, end - time.monotonic()))
         try:
-            o, e = proc.communicate(input=pending_input, timeout=step)
-            out += o or b""
-            err_out += e or b""
+            out, err = proc.communicate(timeout=step)
+            timed_out = False
             break
         except subprocess.TimeoutExpired:
-            pending_input = None
             if end is not None and time.monotonic() >= end:
+                out, err = _terminate(proc)
                 timed_out = True
-                o, e = _terminate(proc)
-                out += o
-                err_out += e
                 break
-    return Result(proc.returncode, out, err_out, timed_out=timed_out, duration=time.monotonic() - start)
+    return Result(proc.returncode, out or b"", err or b"", timed_out, time.monotonic() - start)
+
+
+def _spawn(
+    argv: list[str], data: bytes | None, cwd: str | None, env: dict[str, str] | None
+) -> subprocess.Popen[bytes]:
+    with tempfile.TemporaryFile() as feed:  # the child keeps its own descriptor
+        if data is not None:
+            feed.write(data)
+            feed.seek(0)
+        try:
+            return subprocess.Popen(
+                argv,
+                stdin=feed if data is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise SpawnError(err.errno, f"cannot run {argv[0]!r}: {err.strerror}") from None
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:

@@ -29,7 +29,7 @@ def mirror_list(
     blocked = _dirs_holding_excluded(dest, allows)
     listed: list[str] = []
     whole: str | None = None  # the last DEST-only directory listed whole
-    for path in sorted(extra):
+    for path in sorted(extra, key=lambda p: p.split("/")):  # children right after their dir
         if whole is not None and path.startswith(whole + "/"):
             continue
         if not allows(path, extra[path]):

@@ -10,7 +10,8 @@ A rule's letters say which decisions it takes part in:
 The regex is searched (``re.search``) in the path relative to SOURCE, without a
 leading slash; the root is the empty string. A path is synced only when every
 ancestor directory may be walked (and, for events, monitored) and the path
-itself passes its own decision. Nothing matches: include.
+itself passes its own decision. Nothing matches: include. The root itself is
+always synced (it is DEST); rules only choose what is inside it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def parse_rule(text: str, origin: str) -> Rule:
         raise RulesError(f"{origin}: unknown type {letter!r} in {text!r} (use one of f d W w m s *)")
     try:
         pattern = re.compile(text[2:])
-    except re.error as err:
+    except (re.error, OverflowError, RecursionError) as err:
         raise RulesError(f"{origin}: bad regex {text[2:]!r}: {err}") from None
     return Rule(text[0] == "+", frozenset(_LETTERS[letter]), pattern, origin)
 

@@ -316,12 +316,14 @@ class Worker:
             )
         requeued = batch if batch.full or paths is None else Batch(paths=tuple(paths), oldest=batch.oldest)
         self.batcher.requeue(requeued, now)
-        self._cooldown_until = now + MAX_BACKOFF
+        self._cooldown_until = now + self._backoff_step(self.spec.retries + 1)
         log.warning("%d paths kept for a later batch", len(requeued.paths) or self.batcher.pending)
 
+    def _backoff_step(self, attempt: int) -> float:
+        return float(min(self.spec.retry_delay * 2 ** (attempt - 1), MAX_BACKOFF))
+
     def _backoff(self, attempt: int) -> None:
-        pause = min(self.spec.retry_delay * 2 ** (attempt - 1), MAX_BACKOFF)
-        end = time.monotonic() + pause
+        end = time.monotonic() + self._backoff_step(attempt)
         if self._stop_at is not None:
             end = min(end, self._stop_at)
         while (left := end - time.monotonic()) > 0:
@@ -345,6 +347,13 @@ class Worker:
         for directory in walk:
             if os.path.isdir(os.path.join(self.source, directory)):
                 paths.update(scan_local(self.source, self.rules, below=directory))
+        gone = [p for p in paths if not os.path.lexists(os.path.join(self.source, p))]
+        if gone and not self.rules.empty:
+            # A deletion must spare what the rules exclude at DEST: plan it from DEST's tree.
+            below = self.handler.scan_dest_below(gone)
+            if below is not None:
+                paths.difference_update(gone)
+                paths.update(mirror_list({}, below, self.rules.allows))
         return sorted(paths)
 
     def _send(self, paths: list[str], full: bool, *, progress: bool = False) -> Outcome:

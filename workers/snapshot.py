@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import stat
-from collections.abc import Callable
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -113,14 +113,17 @@ def parse_find(output: bytes) -> Tree:
     return tree
 
 
+_LIST_LINE = re.compile(rb"^(?P<perms>\S+) +(?P<size>[\d,]+) \S+ \S+ (?P<name>.+)$")
+
+
 def parse_list_only(output: bytes) -> Tree:
     """Parse ``rsync --list-only -r --no-h`` lines (rsync escapes odd bytes as ``\\#ooo``)."""
     tree: Tree = {}
     for line in output.split(b"\n"):
-        fields = line.split(None, 4)
-        if len(fields) < 5 or fields[4] == b".":
+        match = _LIST_LINE.match(line)
+        if match is None or match["name"] == b".":
             continue
-        perms, size, _date, _time, name = fields
+        perms, size, name = match["perms"], match["size"], match["name"]
         kind = {ord("d"): "d", ord("-"): "f", ord("l"): "l"}.get(perms[0], "o")
         if kind == "l":
             name = name.rsplit(b" -> ", 1)[0]
@@ -142,8 +145,42 @@ def _unescape_rsync(name: bytes) -> bytes:
 
 def ssh_argv(dest: Destination, rsh: str | None, command: str) -> list[str]:
     """The argv that runs COMMAND (one shell string) on an ssh DEST's host."""
-    target = f"{dest.user}@{dest.host}" if dest.user else dest.host
+    host = dest.host.strip("[]")  # rsync takes [v6]:path, ssh wants the bare address
+    target = f"{dest.user}@{host}" if dest.user else host
     return [*shlex.split(rsh or "ssh"), target, command]
+
+
+def scan_local_below(root: str, paths: list[str]) -> Tree:
+    """Entries for PATHS under ROOT and, for directories, everything below them."""
+    tree: Tree = {}
+    for path in paths:
+        try:
+            st = os.lstat(os.path.join(root, path))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        tree[path] = Entry(_type_of(st.st_mode), st.st_size, st.st_mtime)
+        if stat.S_ISDIR(st.st_mode):
+            tree.update(scan_local(root, below=path))
+    return tree
+
+
+# Run on the peer: the NUL-separated start points arrive on stdin ("./NAME").
+_FIND_BELOW = 'xargs -0 -r sh -c \'find "$@" -printf "%y %s %T@ %p\\\\0" 2>/dev/null\' find; exit 0'
+
+
+def scan_dest_below(dest: Destination, paths: list[str], *, rsh: str | None, timeout: float) -> Tree | None:
+    """Like ``scan_dest``, only PATHS and what is below them; None for an rsync
+    daemon (it cannot be asked cheaply)."""
+    if dest.kind == "local":
+        return scan_local_below(dest.path, paths) if os.path.isdir(dest.path) else {}
+    if dest.kind != "ssh":
+        return None
+    command = f"cd {shlex.quote(dest.path)} 2>/dev/null && {_FIND_BELOW}"
+    names = b"".join(b"./" + os.fsencode(p) + b"\0" for p in paths)
+    result = run(ssh_argv(dest, rsh, command), stdin=names, timeout=timeout)
+    if result.returncode != 0:
+        raise ScanError(f"cannot list DEST {dest}: exit {result.returncode}: {result.stderr_tail()}")
+    return {path.removeprefix("./"): entry for path, entry in parse_find(result.stdout).items()}
 
 
 def scan_dest(dest: Destination, *, rsh: str | None, rsync_binary: str, timeout: float) -> Tree:

@@ -129,6 +129,7 @@ class WorkerSpec(BaseModel):
     retry_delay: float = Field(0.5, ge=0, description="first backoff step (s), doubled per try")
     ignore_exit_code: tuple[int, ...] = ()
     timeout: float = Field(0.0, ge=0, description="kill a handler run after this long; 0 = never")
+    io_timeout: int = Field(30, ge=0, description="rsync --timeout: fail a stalled transfer; 0 = off")
     ignore_failures: bool = False
 
     # lifecycle

@@ -65,6 +65,9 @@ class Handler(Protocol):
     def scan_dest(self) -> Tree | None:
         """DEST's tree for a full sync, or None when this handler cannot know it."""
 
+    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+        """PATHS at DEST and everything below them, or None when unknown."""
+
 
 def make_handler(spec: WorkerSpec) -> Handler:
     """Build and check the handler named by ``spec.mode`` (raises ConfigError)."""

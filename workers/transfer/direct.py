@@ -9,7 +9,7 @@ import stat
 import time
 
 from workers.batching import Move
-from workers.snapshot import Tree, scan_local
+from workers.snapshot import Tree, scan_local, scan_local_below
 from workers.spec import WorkerSpec
 from workers.transfer import Deadline, Job, Outcome, Verdict, localfs
 
@@ -22,6 +22,9 @@ class DirectHandler:
 
     def move(self, move: Move) -> bool:
         return localfs.move(self.root, move)
+
+    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+        return scan_local_below(self.root, paths)
 
     def scan_dest(self) -> Tree | None:
         return scan_local(self.root) if os.path.isdir(self.root) else {}

@@ -42,6 +42,9 @@ class PythonHandler:
     def scan_dest(self) -> Tree | None:
         return None
 
+    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+        return None
+
     def send(self, job: Job, deadline: Deadline) -> Outcome:
         if self._running is not None and self._running.is_alive():
             return Outcome(Verdict.RETRY, message="the previous handler call is still running")

@@ -8,7 +8,7 @@ import shutil
 
 from workers.batching import Move
 from workers.proc import SpawnError, run
-from workers.snapshot import Tree, scan_dest, ssh_argv
+from workers.snapshot import Tree, scan_dest, scan_dest_below, ssh_argv
 from workers.spec import WorkerSpec
 from workers.transfer import ConfigError, Deadline, Job, Outcome, Verdict, localfs
 from workers.transfer.rsync_plan import build_argv, classify, encode_list
@@ -52,6 +52,7 @@ class RsyncHandler:
             full=job.full,
             rsh=self.spec.rsh,
             extra=self.spec.rsync_arg,
+            io_timeout=self.spec.io_timeout,
         )
         try:
             result = run(argv, stdin=encode_list(job.paths), timeout=self.spec.timeout, deadline=deadline)
@@ -72,6 +73,9 @@ class RsyncHandler:
             else (f"rsync exit {result.returncode}: {result.stderr_tail()}")
         )
         return Outcome(verdict.verdict, verdict.failed, message)
+
+    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+        return scan_dest_below(self.dest, paths, rsh=self.spec.rsh, timeout=SCAN_TIMEOUT)
 
     def scan_dest(self) -> Tree | None:
         return scan_dest(

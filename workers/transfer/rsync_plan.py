@@ -33,11 +33,14 @@ def build_argv(
     full: bool,
     rsh: str | None = None,
     extra: tuple[str, ...] = (),
+    io_timeout: int = 0,
 ) -> list[str]:
     """The argv for one run; DEST_ROOT is ``Destination.rsync_root()``."""
     argv = [binary, *BASE_ARGS]
     if not full:
         argv.append("--ignore-times")
+    if io_timeout:
+        argv.append(f"--timeout={io_timeout}")  # rsync keeps alive while busy; a stall exits 30
     if rsh:
         argv += ["-e", rsh]
     argv += [*extra, source.rstrip("/") + "/", dest_root]
@@ -73,7 +76,7 @@ def classify(
     return Classified(Verdict.RETRY)
 
 
-_QUOTED = re.compile(rb'^rsync: .*?"(.+)"', re.MULTILINE)
+_QUOTED = re.compile(rb'"(.+?)"(?=[: ]|$)')
 
 
 def failed_paths(
@@ -83,7 +86,8 @@ def failed_paths(
     at SOURCE or DEST, or as a receiver's temp file ``dir/.name.XXXXXX``)."""
     wanted = set(listed)
     found: set[str] = set()
-    for raw in _QUOTED.findall(stderr):
+    names = [n for line in stderr.splitlines() if line.startswith(b"rsync: ") for n in _QUOTED.findall(line)]
+    for raw in names:
         name = os.fsdecode(raw)
         for root in roots:
             prefix = root.rstrip("/") + "/"

@@ -29,6 +29,9 @@ class ShellHandler:
     def scan_dest(self) -> Tree | None:
         return None
 
+    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+        return None
+
     def send(self, job: Job, deadline: Deadline) -> Outcome:
         with tempfile.NamedTemporaryFile(prefix="tandem-list-", delete=False) as listfile:
             listfile.write(encode_list(job.paths))

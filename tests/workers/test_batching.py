@@ -1,0 +1,183 @@
+"""Table tests of the batcher: time is passed in, nothing sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.batching import Batch, Batcher, Change, Kind, Move
+
+
+def content(path: str, size: int = 0) -> Change:
+    return Change(Kind.CONTENT, path, size=size)
+
+
+def test_window_counts_from_first_event_not_last() -> None:
+    b = Batcher(delay=1.0)
+    b.add(content("a"), now=0.0)
+    for t in (0.3, 0.6, 0.9):  # a steady trickle does not push the window out
+        b.add(content(f"f{t}"), now=t)
+    assert b.take(0.99) is None
+    batch = b.take(1.0)
+    assert batch is not None and batch.paths == ("a", "f0.3", "f0.6", "f0.9")
+    assert b.pending == 0 and b.ready_at() is None
+
+
+def test_next_window_opens_with_next_event() -> None:
+    b = Batcher(delay=0.5)
+    b.add(content("a"), 0.0)
+    assert b.take(0.5) is not None
+    b.add(content("b"), 2.0)
+    assert b.ready_at() == 2.5
+
+
+@pytest.mark.parametrize(
+    ("run_end", "interval", "event", "ready"),
+    [
+        (None, 5.0, 0.0, 1.0),  # no run yet: only the delay counts
+        (0.0, 5.0, 0.5, 5.0),  # the interval from the last run's end dominates
+        (0.0, 0.5, 2.0, 3.0),  # interval long past: delay dominates
+    ],
+)
+def test_sync_interval(run_end: float | None, interval: float, event: float, ready: float) -> None:
+    b = Batcher(delay=1.0, sync_interval=interval)
+    if run_end is not None:
+        b.ran(run_end)
+    b.add(content("a"), event)
+    assert b.ready_at() == ready
+
+
+def test_sub_second_values() -> None:
+    b = Batcher(delay=0.05, sync_interval=0.02)
+    b.add(content("a"), 10.0)
+    assert b.take(10.049) is None
+    assert b.take(10.05) is not None
+
+
+@pytest.mark.parametrize(
+    ("threshold", "size", "big"),
+    [(0, 10**9, False), (100, 100, False), (100, 101, True)],  # strictly larger; 0 = off
+)
+def test_bigfile_threshold(threshold: int, size: int, big: bool) -> None:
+    b = Batcher(delay=1.0, bigfile_threshold=threshold, bigfile_delay=10.0)
+    b.add(content("f", size=size), 0.0)
+    batch = b.take(1.0)
+    assert (batch is None) is big
+    if big:
+        assert b.take(9.9) is None
+        late = b.take(10.0)
+        assert late is not None and late.paths == ("f",)
+
+
+def test_big_files_held_while_small_ones_go() -> None:
+    b = Batcher(delay=1.0, bigfile_threshold=100, bigfile_delay=5.0)
+    b.add(content("big", size=1000), 0.0)
+    b.add(content("small", size=10), 0.5)
+    first = b.take(1.5)
+    assert first is not None and first.paths == ("small",)
+    assert b.ready_at() == 5.0
+    second = b.take(5.0)
+    assert second is not None and second.paths == ("big",)
+
+
+def test_overflow_makes_a_full_batch_and_clears_paths() -> None:
+    b = Batcher(delay=1.0)
+    b.add(content("a"), 0.0)
+    b.add(Change(Kind.OVERFLOW), 0.2)
+    batch = b.take(1.0)
+    assert batch is not None and batch.full and batch.paths == ()
+    assert batch.oldest == 0.0  # lag keeps the oldest change's age
+    assert b.pending == 0
+
+
+def test_flush_releases_everything_now() -> None:
+    b = Batcher(delay=100.0, bigfile_threshold=1, bigfile_delay=100.0)
+    b.add(content("a"), 0.0)
+    b.add(content("big", size=5), 0.0)
+    batch = b.take(0.0, flush=True)
+    assert batch is not None and batch.paths == ("a", "big")
+
+
+def test_flush_with_nothing_pending() -> None:
+    assert Batcher().take(0.0, flush=True) is None
+
+
+def test_directory_walk_and_children_under_a_walk_are_folded() -> None:
+    b = Batcher(delay=0.0)
+    b.add(Change(Kind.DIR_CREATED, "new", True), 0.0)
+    b.add(Change(Kind.DIR_CREATED, "new/sub", True), 0.0)
+    b.add(content("new/sub/f"), 0.0)
+    batch = b.take(0.0)
+    assert batch is not None
+    assert batch.walk == frozenset({"new"})
+    assert "new/sub" not in batch.walk
+
+
+def test_delete_of_directory_drops_pending_children() -> None:
+    b = Batcher(delay=0.0)
+    b.add(content("d/a"), 0.0)
+    b.add(content("d/b"), 0.0)
+    b.add(Change(Kind.DELETED, "d", True), 0.0)
+    batch = b.take(0.0)
+    assert batch is not None and batch.paths == ("d",)
+
+
+def test_rename_moves_pending_paths_and_keeps_the_move() -> None:
+    b = Batcher(delay=0.0)
+    b.add(content("old/changed"), 0.0)
+    b.add(Change(Kind.MOVED, "old", True, dest_path="new"), 0.1)
+    batch = b.take(0.1)
+    assert batch is not None
+    assert batch.moves == (Move("old", "new", True),)
+    assert set(batch.paths) == {"old", "new", "new/changed"}
+    # the content change before the rename must still be sent under the new name
+    assert "new/changed" not in batch.moved_only
+    assert batch.moved_only == frozenset({"new"})
+
+
+def test_rename_chain_keeps_order() -> None:
+    b = Batcher(delay=0.0)
+    b.add(Change(Kind.MOVED, "a", True, dest_path="b"), 0.0)
+    b.add(Change(Kind.MOVED, "b", True, dest_path="c"), 0.0)
+    batch = b.take(0.0)
+    assert batch is not None
+    assert batch.moves == (Move("a", "b", True), Move("b", "c", True))
+    assert "c" in batch.moved_only
+
+
+def test_rename_onto_a_changed_path_is_not_moved_only() -> None:
+    b = Batcher(delay=0.0)
+    b.add(content("b"), 0.0)
+    b.add(Change(Kind.MOVED, "a", False, dest_path="b"), 0.0)
+    batch = b.take(0.0)
+    assert batch is not None and "b" not in batch.moved_only
+
+
+def test_requeue_keeps_age_and_walks() -> None:
+    b = Batcher(delay=1.0)
+    failed = Batch(paths=("x", "y"), walk=frozenset({"y"}), oldest=3.0)
+    b.requeue(failed, now=10.0)
+    assert b.oldest() == 3.0
+    batch = b.take(11.0)
+    assert batch is not None and batch.paths == ("x", "y") and batch.walk == frozenset({"y"})
+
+
+def test_requeue_only_failed_paths() -> None:
+    b = Batcher(delay=0.0)
+    b.requeue(Batch(paths=("x", "y", "z"), oldest=1.0), 2.0, paths=("y",))
+    batch = b.take(2.0)
+    assert batch is not None and batch.paths == ("y",)
+
+
+def test_requeue_full_batch_stays_full() -> None:
+    b = Batcher(delay=0.0)
+    b.requeue(Batch(full=True, oldest=1.0), 2.0)
+    batch = b.take(2.0)
+    assert batch is not None and batch.full and batch.oldest == 1.0
+
+
+def test_pending_and_lag() -> None:
+    b = Batcher(delay=5.0)
+    assert b.oldest() is None
+    b.add(content("a"), 1.0)
+    b.add(content("a"), 2.0)  # the same path again: one pending, age of the first
+    assert b.pending == 1 and b.oldest() == 1.0

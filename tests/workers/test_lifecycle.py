@@ -1,0 +1,285 @@
+"""Signals, files, hooks, standby, failures and exit codes of a real worker."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tree, wait_until
+from workers.spec import ExitCode
+
+pytestmark = pytest.mark.real
+
+
+def script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGTERM])
+def test_stop_flushes_everything_pending(dirs, start_worker, sig: int) -> None:
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "60", "--skip-initial-sync")
+    worker.wait_running()
+    for i in range(200):
+        (src / f"f{i}").write_text(str(i))
+    (src / "sub").mkdir()
+    (src / "sub" / "x").write_text("x")
+    time.sleep(0.3)  # let inotify deliver; the 60 s window is far away
+    assert not list(dst.iterdir())
+    worker.signal(sig)
+    assert worker.wait() == 0
+    assert tree(src) == tree(dst)
+    assert worker.lines[-1]["event"] == "exit" and worker.lines[-1]["exit_code"] == 0
+
+
+def test_pid_status_files_hooks_and_status_words(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    pid_file, status_file, hooks = tmp_path / "w.pid", tmp_path / "w.status", tmp_path / "hooks"
+    pre = script(tmp_path / "pre", f'echo "pre $1" >> {hooks}\n')
+    post = script(tmp_path / "post", f'echo "exit $1" >> {hooks}\n')
+    worker = start_worker(
+        src, dst, "--label", "box1", "--pid-file", str(pid_file), "--status-file", str(status_file),
+        "--pre-exit-hook", str(pre), "--exit-hook", str(post),
+    )  # fmt: skip
+    worker.wait_running()
+    assert pid_file.read_text().strip() == str(worker.pid)
+    assert status_file.read_text().strip() == "running"
+    assert worker.stop() == 0
+    assert hooks.read_text().splitlines() == ["pre box1", "exit box1"]
+    assert not pid_file.exists() and not status_file.exists()
+    words = [line["status"] for line in worker.lines if line["event"] == "phase"]
+    assert words == ["starting", "initial-sync", "running", "stopping"]
+    assert all(line["label"] == "box1" for line in worker.lines)
+
+
+def test_pid_file_of_a_live_worker_is_refused(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    pid_file = tmp_path / "w.pid"
+    first = start_worker(src, dst, "--pid-file", str(pid_file))
+    first.wait_running()
+    second = start_worker(src, dst, "--pid-file", str(pid_file))
+    assert second.wait() == ExitCode.CONFIG
+    assert "pid file" in second.err()
+    assert first.stop() == 0
+
+
+def test_standby_file_holds_everything_then_one_run(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    standby = tmp_path / "standby"
+    standby.touch()
+    (src / "before").write_text("x")
+    worker = start_worker(src, dst, "--standby-file", str(standby), "--delay", "0.1")
+    wait_until(lambda: worker.status() == "standby", 10, "standby")
+    time.sleep(0.5)
+    assert not list(dst.iterdir()), "synced during standby (not even the initial sync may run)"
+    standby.unlink()
+    worker.wait_running()
+    wait_until(lambda: tree(src) == tree(dst))
+    standby.touch()
+    wait_until(lambda: worker.status() == "standby", 5, "standby again")
+    syncs = worker.syncs()
+    for i in range(20):
+        (src / f"f{i}").write_text("x")
+    time.sleep(0.6)
+    assert not (dst / "f0").exists()
+    standby.unlink()
+    wait_until(lambda: tree(src) == tree(dst))
+    wait_until(lambda: worker.syncs() > syncs)
+    time.sleep(0.3)
+    assert worker.syncs() == syncs + 1, "everything pending goes in one run"
+    assert worker.stop() == 0
+
+
+def test_source_vanishing_halts_without_deleting(dirs, start_worker) -> None:
+    src, dst = dirs
+    for i in range(10):
+        (src / f"f{i}").write_text("x")
+    worker = start_worker(src, dst, "--delay", "0.5")
+    worker.wait_running()
+    wait_until(lambda: len(list(dst.iterdir())) == 10)
+    src.rename(src.parent / "moved-away")
+    assert worker.wait() == ExitCode.SAFETY_HALT
+    assert "vanished" in worker.err()
+    assert len(list(dst.iterdir())) == 10
+
+
+def test_sighup_reloads_rules_and_keeps_old_ones_on_error(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    rules = tmp_path / "rules"
+    rules.write_text("-f\\.tmp$\n")
+    worker = start_worker(src, dst, "--rules", str(rules), "--delay", "0.1")
+    worker.wait_running()
+    (src / "a.tmp").write_text("x")
+    (src / "a.log").write_text("x")
+    wait_until(lambda: (dst / "a.log").exists())
+    assert not (dst / "a.tmp").exists()
+    rules.write_text("-f\\.log$\n")
+    worker.signal(signal.SIGHUP)
+    wait_until(lambda: b"rules reloaded" in worker.stderr, 5, "reload logged")
+    (src / "b.tmp").write_text("x")
+    (src / "b.log").write_text("x")
+    wait_until(lambda: (dst / "b.tmp").exists())
+    assert not (dst / "b.log").exists()
+    rules.write_text("-f(unclosed\n")
+    worker.signal(signal.SIGHUP)
+    wait_until(lambda: b"keeping the old ones" in worker.stderr, 5, "bad reload logged")
+    (src / "c.log").write_text("x")
+    (src / "c.tmp").write_text("x")
+    wait_until(lambda: (dst / "c.tmp").exists())
+    assert not (dst / "c.log").exists(), "old rules must stay in force"
+    assert worker.stop() == 0
+
+
+def test_excluded_path_never_reaches_dest_even_in_new_directory(dirs, start_worker) -> None:
+    src, dst = dirs
+    (dst / "keep.tmp").write_text("DEST-only, excluded: left alone")
+    (dst / "olddir").mkdir()
+    (dst / "olddir" / "keep2.tmp").write_text("also left alone")
+    (dst / "olddir" / "gone").write_text("DEST-only, synced: deleted")
+    worker = start_worker(src, dst, "--exclude", r"\.tmp$", "--exclude", "^cache(/|$)", "--delay", "0.1")
+    worker.wait_running()
+    (src / "fresh" / "deeper").mkdir(parents=True)
+    (src / "fresh" / "deeper" / "x.tmp").write_text("never")
+    (src / "fresh" / "deeper" / "y").write_text("yes")
+    (src / "cache" / "sub").mkdir(parents=True)
+    (src / "cache" / "sub" / "z").write_text("never")
+    wait_until(lambda: (dst / "fresh" / "deeper" / "y").exists())
+    time.sleep(0.3)
+    assert not (dst / "fresh" / "deeper" / "x.tmp").exists()
+    assert not (dst / "cache").exists()
+    assert (dst / "keep.tmp").exists() and (dst / "olddir" / "keep2.tmp").exists()
+    assert not (dst / "olddir" / "gone").exists()
+    (src / "fresh").rename(src / "renamed")
+    wait_until(lambda: (dst / "renamed" / "deeper" / "y").exists() and not (dst / "fresh").exists())
+    assert not (dst / "renamed" / "deeper" / "x.tmp").exists()
+    assert worker.stop() == 0
+
+
+def test_full_initial_sync_ignores_rules_once(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / "log.tmp").write_text("copied by the initial sync only")
+    worker = start_worker(src, dst, "--exclude", r"\.tmp$", "--full-initial-sync", "--delay", "0.1")
+    worker.wait_running()
+    assert (dst / "log.tmp").exists()
+    (src / "log.tmp").write_text("changed later: excluded")
+    (src / "marker").write_text("x")
+    wait_until(lambda: (dst / "marker").exists())
+    assert (dst / "log.tmp").read_text() == "copied by the initial sync only"
+    assert worker.stop() == 0
+
+
+def test_failed_runs_are_retried_with_backoff(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    count = tmp_path / "count"
+    flaky = script(
+        tmp_path / "flaky",
+        f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}\n"
+        f'[ "$n" -lt 2 ] && exit 12\nexec {shutil.which("rsync")} "$@"\n',
+    )
+    (src / "f").write_text("x")
+    worker = start_worker(src, dst, "--rsync-binary", str(flaky), "--retries", "3", "--retry-delay", "0.05")
+    worker.wait_running()
+    assert (dst / "f").exists()
+    assert max(int(line["failures"]) for line in worker.lines) == 2
+    assert worker.stop() == 0
+
+
+def test_retries_exhausted_exit_sync_failed(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    broken = script(tmp_path / "broken", "echo 'connection refused' >&2\nexit 12\n")
+    (src / "f").write_text("x")
+    worker = start_worker(src, dst, "--rsync-binary", str(broken), "--retries", "1", "--retry-delay", "0.05")
+    assert worker.wait() == ExitCode.SYNC_FAILED
+    assert "connection refused" in worker.err()
+
+
+def test_ignore_failures_keeps_paths_for_later(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    gate = tmp_path / "gate-open"
+    gated = script(tmp_path / "gated", f'[ -e {gate} ] || exit 12\nexec {shutil.which("rsync")} "$@"\n')
+    worker = start_worker(
+        src, dst, "--rsync-binary", str(gated), "--retries", "0", "--ignore-failures",
+        "--skip-initial-sync", "--delay", "0.1",
+    )  # fmt: skip
+    worker.wait_running()
+    (src / "f").write_text("must not be dropped")
+    wait_until(lambda: any(line["failures"] for line in worker.lines), 5, "a failure")
+    assert worker.proc.poll() is None
+    gate.touch()
+    (src / "g").write_text("a later change triggers the next batch")
+    wait_until(lambda: (dst / "f").exists() and (dst / "g").exists(), 40, "failed path delivered later")
+    assert worker.stop() == 0
+
+
+def test_timeout_kills_the_handler(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    hung = script(tmp_path / "hung", "sleep 30\n")
+    (src / "f").write_text("x")
+    worker = start_worker(src, dst, "--rsync-binary", str(hung), "--timeout", "0.5", "--retries", "0")
+    start = time.monotonic()
+    assert worker.wait() == ExitCode.SYNC_FAILED
+    assert time.monotonic() - start < 10
+    assert "killed after" in worker.err()
+
+
+def test_ignore_exit_code(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    odd = script(tmp_path / "odd", f'{shutil.which("rsync")} "$@"\nexit 12\n')
+    (src / "f").write_text("x")
+    worker = start_worker(src, dst, "--rsync-binary", str(odd), "--ignore-exit-code", "12", "--retries", "0")
+    worker.wait_running()
+    assert (dst / "f").exists()
+    assert worker.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rules", "RULES"], "rules:2"),
+        (["--exclude", "(unclosed"], "bad regex"),
+        (["--rsync-binary", "/nonexistent/rsync"], "not found"),
+        (["--mode", "shell", "--handler", "/nonexistent/handler"], "not found"),
+        (["--mode", "python", "--handler", "no_such_module_xyz:f"], "cannot import"),
+        (["--mode", "shell"], "needs --handler"),
+        (["--delay", "-1"], "delay"),
+        (["--skip-initial-sync", "--only-initial-sync"], "exclude each other"),
+    ],
+)
+def test_bad_input_is_a_config_error_and_dest_untouched(dirs, start_worker, tmp_path, args, message) -> None:
+    src, dst = dirs
+    (src / "f").write_text("x")
+    rules = tmp_path / "rules"
+    rules.write_text("# comment\n+x^ok$\n")
+    worker = start_worker(src, dst, *[str(rules) if a == "RULES" else a for a in args])
+    assert worker.wait() == ExitCode.CONFIG
+    assert message in worker.err()
+    assert not list(dst.iterdir())
+
+
+def test_missing_source_is_a_config_error(tmp_path, start_worker) -> None:
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    worker = start_worker(tmp_path / "nope", dst)
+    assert worker.wait() == ExitCode.CONFIG
+    assert "SOURCE" in worker.err() and "not a directory" in worker.err()
+    assert not list(dst.iterdir())
+
+
+def test_json_lines_carry_counters_lag_and_heartbeats(dirs, start_worker) -> None:
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "1.5")
+    worker.wait_running()
+    (src / "f").write_text("x")
+    wait_until(lambda: any(line["pending"] and line["lag"] > 0 for line in worker.lines), 5, "lag reported")
+    wait_until(lambda: (dst / "f").exists())
+    assert worker.stop() == 0
+    events = {line["event"] for line in worker.lines}
+    assert {"phase", "sync", "heartbeat", "exit"} <= events
+    last_sync = [line for line in worker.lines if line["event"] == "sync"][-1]
+    assert last_sync["syncs"] >= 2 and last_sync["files"] >= 1 and last_sync["watches"] >= 1

@@ -1,0 +1,252 @@
+"""A real worker (real inotify, real rsync) keeps a local DEST equal to SOURCE."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tree, wait_until
+
+pytestmark = pytest.mark.real
+
+ODD_NAMES = ["with space", "br[ack]ets*?", "ünïcødé ☃", "new\nline", "-dash", "semi;colon'quote\""]
+
+
+def converged(src: Path, dst: Path, timeout: float = 10.0) -> None:
+    wait_until(lambda: tree(src) == tree(dst), timeout, "DEST equal to SOURCE")
+
+
+def test_initial_sync_and_live_changes(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / "a").write_text("a")
+    (src / "dir").mkdir()
+    (src / "dir" / "b").write_text("b")
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    converged(src, dst)
+    (src / "c").write_text("created")
+    (src / "a").write_text("modified content")
+    (src / "dir" / "b").unlink()
+    converged(src, dst)
+    assert worker.stop() == 0
+
+
+def test_same_second_same_size_edit_is_delivered(dirs, start_worker) -> None:
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "0.05")
+    worker.wait_running()
+    target = src / "f"
+    target.write_text("aaaa")
+    wait_until(lambda: (dst / "f").exists() and (dst / "f").read_text() == "aaaa")
+    mtime = target.stat().st_mtime_ns
+    target.write_text("bbbb")  # same size ...
+    os.utime(target, ns=(mtime, mtime))  # ... and the very same mtime: quick check cannot see it
+    wait_until(lambda: (dst / "f").read_text() == "bbbb", 5, "same-size same-mtime edit")
+    assert worker.stop() == 0
+
+
+def test_rename_of_non_empty_directory_moves_in_place(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / "old" / "deep").mkdir(parents=True)
+    for i in range(50):
+        (src / "old" / "deep" / f"f{i}").write_text(str(i) * 100)
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    converged(src, dst)
+    inode = (dst / "old" / "deep" / "f7").stat().st_ino
+    (src / "old").rename(src / "new")
+    converged(src, dst)
+    assert not (dst / "old").exists()
+    assert (dst / "new" / "deep" / "f7").stat().st_ino == inode, "content was copied again"
+    # a rename of a file inside, and a rename back
+    (src / "new" / "deep" / "f1").rename(src / "new" / "f1-moved")
+    (src / "new").rename(src / "old")
+    converged(src, dst)
+    assert worker.stop() == 0
+
+
+def test_rename_after_unsynced_change_sends_the_change(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / "d").mkdir()
+    (src / "d" / "f").write_text("v1")
+    worker = start_worker(src, dst, "--delay", "0.5")
+    worker.wait_running()
+    converged(src, dst)
+    (src / "d" / "f").write_text("v2")  # changed, then renamed within one batch
+    (src / "d").rename(src / "e")
+    converged(src, dst)
+    assert (dst / "e" / "f").read_text() == "v2"
+    assert worker.stop() == 0
+
+
+def test_move_in_and_move_out_of_trees(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    outside = tmp_path / "outside"
+    (outside / "tree" / "x" / "y").mkdir(parents=True)
+    (outside / "tree" / "x" / "y" / "file").write_text("moved in")
+    (src / "leaving" / "sub").mkdir(parents=True)
+    (src / "leaving" / "sub" / "f").write_text("bye")
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    converged(src, dst)
+    (outside / "tree").rename(src / "tree")
+    (src / "leaving").rename(outside / "left")
+    converged(src, dst)
+    assert (dst / "tree" / "x" / "y" / "file").read_text() == "moved in"
+    assert not (dst / "leaving").exists()
+    assert worker.stop() == 0
+
+
+def test_deep_mkdir_p_and_immediate_writes(dirs, start_worker) -> None:
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    deep = src.joinpath(*[f"level{i}" for i in range(12)])
+    deep.mkdir(parents=True)
+    (deep / "leaf").write_text("leaf")
+    for i in range(5):
+        (deep.parent / f"sibling{i}").write_text("s")
+    converged(src, dst)
+    shutil.rmtree(src / "level0")
+    converged(src, dst)
+    assert worker.stop() == 0
+
+
+def test_symlinks_modes_mtimes_and_odd_names(dirs, start_worker) -> None:
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    for name in ODD_NAMES:
+        (src / name).write_text(name)
+    (src / "dir with space").mkdir()
+    (src / "dir with space" / "ünï").write_text("x")
+    os.symlink("/etc", src / "link-out")  # not followed: stays a symlink
+    os.symlink("../a/b", src / "dangling")
+    (src / "exec").write_text("#!/bin/sh\n")
+    os.chmod(src / "exec", 0o751)
+    os.utime(src / ODD_NAMES[0], (1_000_000_000, 1_000_000_000))
+    converged(src, dst)
+    assert (dst / "link-out").is_symlink() and os.readlink(dst / "link-out") == "/etc"
+    assert (dst / ODD_NAMES[0]).stat().st_mtime == 1_000_000_000
+    os.chmod(src / "exec", 0o700)  # a mode change alone propagates
+    wait_until(lambda: (dst / "exec").stat().st_mode & 0o777 == 0o700)
+    assert worker.stop() == 0
+
+
+def test_sigusr2_forces_a_full_resync(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / "f").write_text("data")
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    converged(src, dst)
+    (dst / "f").unlink()  # DEST damaged behind the worker's back
+    (dst / "stray").write_text("not in source")
+    worker.signal(signal.SIGUSR2)
+    converged(src, dst)
+    wait_until(lambda: any(line["resyncs"] for line in worker.lines), 5, "resync counted")
+    assert worker.stop() == 0
+
+
+def test_write_during_initial_sync_is_not_lost(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    for i in range(20):
+        (src / f"pre{i}").write_text("x")
+    slow = tmp_path / "slow-rsync"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec {shutil.which("rsync")} "$@"\n')
+    slow.chmod(0o755)
+    worker = start_worker(src, dst, "--delay", "0.1", "--rsync-binary", str(slow))
+    wait_until(lambda: worker.status() == "initial-sync", 10, "initial sync started")
+    (src / "during").write_text("written while the initial sync ran")
+    worker.wait_running()
+    converged(src, dst, timeout=15)
+    assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("flag", ["--skip-initial-sync", "--only-initial-sync"])
+def test_initial_sync_flags(dirs, start_worker, flag: str) -> None:
+    src, dst = dirs
+    (src / "existing").write_text("old")
+    worker = start_worker(src, dst, flag, "--delay", "0.1")
+    if flag == "--only-initial-sync":
+        assert worker.wait() == 0
+        assert tree(src) == tree(dst)
+        return
+    worker.wait_running()
+    (src / "new").write_text("new")
+    wait_until(lambda: (dst / "new").exists())
+    assert not (dst / "existing").exists()
+    assert worker.stop() == 0
+
+
+def test_one_handler_run_per_batch_and_split_above_limit(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    calls = tmp_path / "calls"
+    counting = tmp_path / "counting-rsync"
+    counting.write_text(f'#!/bin/sh\necho run >> {calls}\nexec {shutil.which("rsync")} "$@"\n')
+    counting.chmod(0o755)
+    worker = start_worker(
+        src,
+        dst,
+        "--delay",
+        "1",
+        "--rsync-binary",
+        str(counting),
+        "--skip-initial-sync",
+        "--max-batch-paths",
+        "40",
+    )
+    worker.wait_running()
+    for i in range(30):
+        (src / f"f{i}").write_text("x")
+    converged(src, dst)
+    assert calls.read_text().count("run") == 1  # 30 files (+ nothing else): one run
+    for i in range(100):
+        (src / f"g{i}").write_text("x")
+    converged(src, dst)
+    assert calls.read_text().count("run") == 1 + 3  # 100 paths in runs of at most 40
+    assert worker.stop() == 0
+
+
+def test_delay_is_a_window_not_a_debounce(dirs, start_worker) -> None:
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "0.3", "--skip-initial-sync")
+    worker.wait_running()
+    start_syncs = worker.syncs()
+    end = time.monotonic() + 2.0
+    i = 0
+    while time.monotonic() < end:  # an event every 50 ms, never a quiet gap
+        (src / f"t{i}").write_text("x")
+        i += 1
+        time.sleep(0.05)
+    assert worker.syncs() - start_syncs >= 3, "a steady trickle held every batch back"
+    converged(src, dst)
+    assert worker.stop() == 0
+
+
+def test_bigfile_waits_for_its_own_window(dirs, start_worker) -> None:
+    src, dst = dirs
+    worker = start_worker(
+        src,
+        dst,
+        "--delay",
+        "0.1",
+        "--bigfile-threshold",
+        "1000",
+        "--bigfile-delay",
+        "2",
+        "--skip-initial-sync",
+    )
+    worker.wait_running()
+    start = time.monotonic()
+    (src / "big").write_bytes(b"x" * 5000)
+    (src / "small").write_bytes(b"x" * 1000)  # not strictly larger: small
+    wait_until(lambda: (dst / "small").exists(), 5)
+    assert not (dst / "big").exists()
+    wait_until(lambda: (dst / "big").exists(), 5)
+    assert time.monotonic() - start >= 1.9
+    assert worker.stop() == 0
