@@ -94,7 +94,7 @@ def sync(
     rescan_interval: Annotated[
         float,
         typer.Option(
-            help="Full rescan every this many seconds; 0 = off (on by itself when inotify cannot cover the tree).",
+            help="Full rescan every this many seconds; 0 = off (on when inotify cannot cover the tree).",
             rich_help_panel=_B,
         ),
     ] = 0.0,
@@ -167,6 +167,13 @@ def sync(
             help="Kill a handler run after this many seconds (a failure); 0 = never.", rich_help_panel=_F
         ),
     ] = 0.0,
+    io_timeout: Annotated[
+        int,
+        typer.Option(
+            help="rsync --timeout: a transfer that stalls this many seconds fails and is retried; 0 = off.",
+            rich_help_panel=_F,
+        ),
+    ] = 30,
     ignore_failures: Annotated[
         bool,
         typer.Option(

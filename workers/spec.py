@@ -182,7 +182,7 @@ class WorkerSpec(BaseModel):
 class StatusReport(BaseModel):
     """One JSON line a worker writes on stdout (with ``json``)."""
 
-    event: Literal["phase", "sync", "heartbeat", "error", "exit"]
+    event: Literal["phase", "sync", "heartbeat", "exit"]
     label: str
     status: Status
     ts: float
