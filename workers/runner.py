@@ -112,6 +112,7 @@ class Worker:
             self.reporter.phase(Status.INITIAL_SYNC)
             self._execute(Batch(full=True, oldest=time.monotonic()), initial=True)
         self._initial_done = True
+        self._next_rescan = time.monotonic() + self.rescan_every
         if self.spec.only_initial_sync:
             return ExitCode.OK
         self._phase(Status.RUNNING)
