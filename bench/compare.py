@@ -304,7 +304,7 @@ def live_argv(tool: str, src: Path, dst: Path, env: Env, delay: float = 1.0) -> 
             "--label",
             "bench",
             "--log-level",
-            "warning",
+            "info",
         ]
     if tool == "clsync":
         # whole seconds only: -t collect delay, -w minimum between syncs
@@ -346,7 +346,7 @@ def oneshot_argv(tool: str, src: Path, dst: Path) -> list[str] | None:
             "--label",
             "bench",
             "--log-level",
-            "warning",
+            "info",
         ]
     if tool == "clsync":
         return [
@@ -568,6 +568,8 @@ def sc_burst(tools: list[str], env: Env, sz: dict[str, int], rng: random.Random)
                     f"{tool} burst: {why} after {TIMEOUT_BURST:.0f}s, {missing} missing, "
                     f"{wrong} wrong; log: {proc.tail(3)}"
                 )
+            elif dt > 10:
+                note(f"{tool} burst: slow ({created + dt:.1f} s); log: {proc.tail(5)}")
         finally:
             proc.stop()
         # after stop: anything flushed on SIGTERM is not counted in the time

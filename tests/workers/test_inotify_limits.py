@@ -33,11 +33,11 @@ def sysctl(name: str, value: int) -> Iterator[None]:
         path.write_text(old)
 
 
-def burst(root: Path, dirs: int, files: int) -> int:
+def burst(root: Path, dirs: int, files: int, *, existing: bool = False) -> int:
     count = 0
     for d in range(dirs):
         sub = root / f"burst{d}"
-        sub.mkdir()
+        sub.mkdir(exist_ok=existing)
         for f in range(files):
             (sub / f"f{f}").write_bytes(b"x")
             count += 1
@@ -46,17 +46,19 @@ def burst(root: Path, dirs: int, files: int) -> int:
 
 def test_queue_overflow_triggers_a_full_resync(dirs, start_worker) -> None:
     src, dst = dirs
+    for d in range(10):
+        (src / f"burst{d}").mkdir()  # watched from the start, so every new file is an event
     with sysctl("max_queued_events", 64):  # the worker's inotify instance gets a tiny queue
         worker = start_worker(src, dst, "--delay", "0.2")
         worker.wait_running()
     worker.signal(signal.SIGSTOP)  # nobody reads the queue: it must overflow
     try:
-        assert burst(src, 10, 300) == 3000
+        assert burst(src, 10, 300, existing=True) == 3000
     finally:
         worker.signal(signal.SIGCONT)
     wait_until(lambda: tree(src, content=False) == tree(dst, content=False), 30, "all 3000 files")
-    wait_until(lambda: any(line["resyncs"] for line in worker.lines), 5, "overflow resync counted")
-    assert b"overflow" in worker.stderr.lower()
+    wait_until(lambda: b"overflow" in worker.stderr.lower(), 5, f"overflow noticed; {worker.err()}")
+    wait_until(lambda: any(line["resyncs"] for line in worker.lines), 5, f"resync counted; {worker.err()}")
     assert worker.stop() == 0
 
 
