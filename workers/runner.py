@@ -303,7 +303,7 @@ class Worker:
         self.batcher.ran(end)
         counters.syncs += 1
         counters.files += len(paths or ())
-        counters.last_sync_duration = end - start
+        counters.last_sync_duration = round(end - start, 3)
         counters.last_error = ""
         self._report("sync")
 

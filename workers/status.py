@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from workers.spec import Status, StatusReport, WorkerSpec
 
@@ -86,7 +86,6 @@ class Reporter:
     ) -> None:
         if not self.spec.json_status:
             return
-        c = self.counters
         report = StatusReport(
             event=event,  # type: ignore[arg-type]
             label=self.spec.name,
@@ -94,14 +93,9 @@ class Reporter:
             ts=time.time(),
             pending=pending,
             lag=round(lag, 3),
-            syncs=c.syncs,
-            files=c.files,
-            failures=c.failures,
-            resyncs=c.resyncs,
-            last_sync_duration=round(c.last_sync_duration, 3),
-            last_error=c.last_error,
             watches=watches,
             exit_code=exit_code,
+            **asdict(self.counters),
         )
         sys.stdout.write(json.dumps(report.model_dump(mode="json"), separators=(",", ":")) + "\n")
         sys.stdout.flush()
