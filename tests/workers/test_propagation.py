@@ -250,3 +250,19 @@ def test_bigfile_waits_for_its_own_window(dirs, start_worker) -> None:
     wait_until(lambda: (dst / "big").exists(), 5)
     assert time.monotonic() - start >= 1.9
     assert worker.stop() == 0
+
+
+def test_files_that_vanish_before_the_run_are_not_an_error(dirs, start_worker) -> None:
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "0.3", "--retries", "0")
+    worker.wait_running()
+    syncs = worker.syncs()
+    for i in range(200):
+        path = src / f"short-lived{i}"
+        path.write_text("x")
+        path.unlink()
+    (src / "survivor").write_text("x")
+    converged(src, dst)
+    wait_until(lambda: worker.syncs() > syncs)
+    assert all(line["failures"] == 0 for line in worker.lines)
+    assert worker.stop() == 0
