@@ -277,12 +277,13 @@ class Worker:
         if batch.full and not initial:
             counters.resyncs += 1
         paths: list[str] | None = None
+        recursive = False
         attempt = 0
         while True:
             try:
                 if paths is None:
-                    paths = self._plan(batch, ignore_rules=initial and self.spec.full_initial_sync)
-                outcome = self._send(paths, batch.full, progress=initial)
+                    paths, recursive = self._plan(batch, ignore_rules=initial and self.spec.full_initial_sync)
+                outcome = self._send(paths, batch.full, recursive=recursive, progress=initial)
             except ScanError as err:
                 outcome = Outcome(Verdict.RETRY, message=str(err))
             if outcome.verdict is Verdict.OK:
@@ -330,8 +331,9 @@ class Worker:
         while (left := end - time.monotonic()) > 0:
             self._pump(min(left, POLL))
 
-    def _plan(self, batch: Batch, *, ignore_rules: bool) -> list[str]:
-        """The explicit list for one batch: moves done at DEST, new trees walked."""
+    def _plan(self, batch: Batch, *, ignore_rules: bool) -> tuple[list[str], bool]:
+        """The list for one batch (moves done at DEST, new trees walked), and
+        whether its directories may be sent as whole trees."""
         assert self.handler is not None
         self._check_source()
         rules = None if ignore_rules else self.rules
@@ -340,8 +342,12 @@ class Worker:
                 source = scan_local(self.source, rules, on_entry=advance)
             dest = self.handler.scan_dest()
             if dest is None:
-                return sorted(source)
-            return mirror_list(source, dest, self.rules.allows)
+                return sorted(source), False
+            plan = mirror_list(source, dest, self.rules.allows)
+            if self.handler.recursive and (rules is None or rules.empty):
+                # Nothing can be excluded: the root (recursively) plus the deletions says the same.
+                return ["", *(p for p in plan if p not in source)], True
+            return plan, False
         moved = {m.new for m in batch.moves if self.handler.move(m)}
         walk = set(batch.walk) | {m.new for m in batch.moves if m.is_dir and m.new not in moved}
         paths = {p for p in batch.paths if p not in moved or p not in batch.moved_only}
@@ -355,9 +361,9 @@ class Worker:
             if below is not None:
                 paths.difference_update(gone)
                 paths.update(mirror_list({}, below, self.rules.allows))
-        return sorted(paths)
+        return sorted(paths), False
 
-    def _send(self, paths: list[str], full: bool, *, progress: bool = False) -> Outcome:
+    def _send(self, paths: list[str], full: bool, *, recursive: bool, progress: bool = False) -> Outcome:
         """Hand PATHS to the handler in runs of at most max_batch_paths/bytes."""
         assert self.handler is not None
         failed: list[str] = []
@@ -366,7 +372,7 @@ class Worker:
         with self._progress("syncing", total=len(paths), enabled=progress) as advance:
             for chunk in chunks:
                 self._check_source()
-                job = Job(tuple(chunk), full, self.spec.name, self.source, self.spec.dest)
+                job = Job(tuple(chunk), full, self.spec.name, self.source, self.spec.dest, recursive)
                 outcome = self.handler.send(job, self._deadline)
                 if outcome.verdict is Verdict.FATAL:
                     return outcome

@@ -266,3 +266,21 @@ def test_files_that_vanish_before_the_run_are_not_an_error(dirs, start_worker) -
     wait_until(lambda: worker.syncs() > syncs)
     assert all(line["failures"] == 0 for line in worker.lines)
     assert worker.stop() == 0
+
+
+@pytest.mark.parametrize(("rules", "recursive"), [((), True), (("--exclude", r"\.tmp$"), False)])
+def test_full_sync_recurses_only_without_rules(dirs, start_worker, tmp_path, rules, recursive) -> None:
+    src, dst = dirs
+    (src / "d").mkdir()
+    (src / "d" / "f").write_text("x")
+    (src / "d" / "x.tmp").write_text("excluded")
+    (dst / "stray").write_text("deleted by the full sync")
+    argv_log = tmp_path / "argv"
+    recording = tmp_path / "recording-rsync"
+    recording.write_text(f'#!/bin/sh\necho "$@" >> {argv_log}\nexec {shutil.which("rsync")} "$@"\n')
+    recording.chmod(0o755)
+    worker = start_worker(src, dst, "--only-initial-sync", "--rsync-binary", str(recording), *rules)
+    assert worker.wait() == 0
+    assert (" -r " in argv_log.read_text()) is recursive
+    assert (dst / "d" / "f").exists() and not (dst / "stray").exists()
+    assert (dst / "d" / "x.tmp").exists() is recursive

@@ -183,3 +183,9 @@ def test_exit_codes(code: int, verdict: Verdict) -> None:
 def test_ignored_exit_codes_are_ok(code: int, ignore: tuple[int, ...], verdict: Verdict) -> None:
     stderr = err('rsync: [sender] send_files failed to open "/src/a.txt": Permission denied (13)')
     assert classify(code, stderr, LISTED, ROOTS, ignore=ignore).verdict is verdict
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+def test_recursive_only_when_asked(recursive: bool) -> None:
+    argv = build_argv("rsync", "/s", "/d/", full=True, recursive=recursive)
+    assert ("-r" in argv) is recursive

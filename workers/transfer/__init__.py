@@ -31,6 +31,8 @@ class Job:
 
     ``full``: a full sync (compare, copy what differs); otherwise every listed
     path is known to have changed and is sent whatever its size and mtime.
+    ``recursive``: a listed directory stands for its whole tree (only used when
+    no rule can exclude anything, and only by handlers with ``recursive``).
     """
 
     paths: tuple[str, ...]
@@ -38,6 +40,7 @@ class Job:
     label: str
     source: str
     dest: str
+    recursive: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class ConfigError(ValueError):
 
 
 class Handler(Protocol):
+    recursive: bool  # can send a listed directory as a whole tree
+
     def move(self, move: Move) -> bool:
         """Repeat a rename at DEST; False when it could not be done (then the
         new path is sent in full)."""

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class DirectHandler:
+    recursive = False
+
     def __init__(self, spec: WorkerSpec) -> None:
         self.root = spec.destination.path
 

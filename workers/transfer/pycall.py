@@ -20,6 +20,8 @@ from workers.transfer import ConfigError, Deadline, Job, Outcome, Verdict
 
 
 class PythonHandler:
+    recursive = False
+
     def __init__(self, spec: WorkerSpec) -> None:
         assert spec.handler is not None
         module_name, _, func_name = spec.handler.partition(":")

@@ -20,6 +20,8 @@ SCAN_TIMEOUT = 600.0
 
 
 class RsyncHandler:
+    recursive = True  # rsync -r: its incremental recursion is ~3x faster than a 20k-path list
+
     def __init__(self, spec: WorkerSpec) -> None:
         if shutil.which(spec.rsync_binary) is None:
             raise ConfigError(f"rsync binary {spec.rsync_binary!r} not found or not executable")
@@ -50,6 +52,7 @@ class RsyncHandler:
             job.source,
             self.dest.rsync_root(),
             full=job.full,
+            recursive=job.recursive,
             rsh=self.spec.rsh,
             extra=self.spec.rsync_arg,
             io_timeout=self.spec.io_timeout,

@@ -31,12 +31,15 @@ def build_argv(
     dest_root: str,
     *,
     full: bool,
+    recursive: bool = False,
     rsh: str | None = None,
     extra: tuple[str, ...] = (),
     io_timeout: int = 0,
 ) -> list[str]:
     """The argv for one run; DEST_ROOT is ``Destination.rsync_root()``."""
     argv = [binary, *BASE_ARGS]
+    if recursive:
+        argv.append("-r")  # listed directories go whole (no rule can exclude anything)
     if not full:
         argv.append("--ignore-times")
     if io_timeout:

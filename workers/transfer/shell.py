@@ -16,6 +16,8 @@ from workers.transfer.rsync_plan import encode_list
 
 
 class ShellHandler:
+    recursive = False
+
     def __init__(self, spec: WorkerSpec) -> None:
         assert spec.handler is not None
         self.argv = shlex.split(spec.handler)
