@@ -31,7 +31,7 @@ from workers import rules as rules_mod
 from workers.batching import Batch, Batcher, Change, Kind
 from workers.proc import SpawnError, run
 from workers.resolver import mirror_list
-from workers.snapshot import ScanError, scan_local
+from workers.snapshot import ScanError, scan_local, under_real_dirs
 from workers.spec import ExitCode, Status, WorkerSpec
 from workers.status import PidFileBusy, Reporter, claim_pid_file
 from workers.transfer import ConfigError, Handler, Job, Outcome, Verdict, make_handler
@@ -361,7 +361,7 @@ class Worker:
             if below is not None:
                 paths.difference_update(gone)
                 paths.update(mirror_list({}, below, self.rules.allows))
-        return sorted(paths), False
+        return under_real_dirs(self.source, sorted(paths)), False
 
     def _send(self, paths: list[str], full: bool, *, recursive: bool, progress: bool = False) -> Outcome:
         """Hand PATHS to the handler in runs of at most max_batch_paths/bytes."""

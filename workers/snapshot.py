@@ -96,6 +96,26 @@ def scan_local(
     return tree
 
 
+def under_real_dirs(root: str, paths: list[str]) -> list[str]:
+    """PATHS whose parent directories are real directories (no symlink on the way)
+    under ROOT: nothing is ever read through a symlink out of the tree. Missing
+    parents are fine (deletions); one realpath per distinct parent."""
+    real_root = os.path.realpath(root)
+    verdict: dict[str, bool] = {"": True}
+    kept = []
+    for path in paths:
+        parent = os.path.dirname(path)
+        if parent not in verdict:
+            verdict[parent] = os.path.realpath(os.path.join(real_root, parent)) == os.path.join(
+                real_root, parent
+            )
+        if verdict[parent]:
+            kept.append(path)
+        else:
+            log.warning("not sending %r: a directory on its way is a symlink", path)
+    return kept
+
+
 _FIND_TYPES = {"f": "f", "d": "d", "l": "l"}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from workers.rules import Rules, parse_lines
-from workers.snapshot import Entry, parse_find, parse_list_only, scan_local
+from workers.snapshot import Entry, parse_find, parse_list_only, scan_local, under_real_dirs
 
 
 def rules(*lines: str) -> Rules:
@@ -210,3 +210,16 @@ def test_parse_list_only_keeps_spaces_in_names(line: bytes, name: str) -> None:
 )
 def test_parse_list_only_ignores_noise(noise: bytes) -> None:
     assert parse_list_only(noise) == {}
+
+
+def test_under_real_dirs_drops_paths_behind_symlinked_dirs(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host data")
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "f").write_text("x")
+    os.symlink(outside, root / "escape")
+    os.symlink(root / "real", root / "inward")
+    paths = ["real/f", "escape", "escape/secret", "inward/f", "gone/deleted", "top"]
+    assert under_real_dirs(str(root), paths) == ["real/f", "escape", "gone/deleted", "top"]
