@@ -173,6 +173,9 @@ class Worker:
             self._degrade(f"cannot watch {self.source}: {err}")
             return
         self.watcher = watcher
+        log.info(
+            "watching %s (%d inotify watches) -> %s", self.source, watcher.watches, self.spec.destination
+        )
 
     # -- the loop -----------------------------------------------------------
 
@@ -278,11 +281,14 @@ class Worker:
             counters.resyncs += 1
         paths: list[str] | None = None
         recursive = False
+        covered = 0  # how many paths the run stands for (a recursive root covers the tree)
         attempt = 0
         while True:
             try:
                 if paths is None:
-                    paths, recursive = self._plan(batch, ignore_rules=initial and self.spec.full_initial_sync)
+                    paths, recursive, covered = self._plan(
+                        batch, ignore_rules=initial and self.spec.full_initial_sync
+                    )
                 outcome = self._send(paths, batch.full, recursive=recursive, progress=initial)
             except ScanError as err:
                 outcome = Outcome(Verdict.RETRY, message=str(err))
@@ -303,9 +309,11 @@ class Worker:
         end = time.monotonic()
         self.batcher.ran(end)
         counters.syncs += 1
-        counters.files += len(paths or ())
+        counters.files += covered
         counters.last_sync_duration = round(end - start, 3)
         counters.last_error = ""
+        kind = "initial sync" if initial else "full resync" if batch.full else "sync"
+        log.info("%s: %d paths in %.2fs (%d pending)", kind, covered, end - start, self.batcher.pending)
         self._report("sync")
 
     def _give_up(self, batch: Batch, paths: list[str] | None, outcome: Outcome) -> None:
@@ -331,9 +339,9 @@ class Worker:
         while (left := end - time.monotonic()) > 0:
             self._pump(min(left, POLL))
 
-    def _plan(self, batch: Batch, *, ignore_rules: bool) -> tuple[list[str], bool]:
-        """The list for one batch (moves done at DEST, new trees walked), and
-        whether its directories may be sent as whole trees."""
+    def _plan(self, batch: Batch, *, ignore_rules: bool) -> tuple[list[str], bool, int]:
+        """The list for one batch (moves done at DEST, new trees walked), whether
+        its directories may be sent as whole trees, and how many paths it covers."""
         assert self.handler is not None
         self._check_source()
         rules = None if ignore_rules else self.rules
@@ -342,12 +350,12 @@ class Worker:
                 source = scan_local(self.source, rules, on_entry=advance)
             dest = self.handler.scan_dest()
             if dest is None:
-                return sorted(source), False
+                return sorted(source), False, len(source)
             plan = mirror_list(source, dest, self.rules.allows)
             if self.handler.recursive and (rules is None or rules.empty):
                 # Nothing can be excluded: the root (recursively) plus the deletions says the same.
-                return ["", *(p for p in plan if p not in source)], True
-            return plan, False
+                return ["", *(p for p in plan if p not in source)], True, len(plan)
+            return plan, False, len(plan)
         moved = {m.new for m in batch.moves if self.handler.move(m)}
         walk = set(batch.walk) | {m.new for m in batch.moves if m.is_dir and m.new not in moved}
         paths = {p for p in batch.paths if p not in moved or p not in batch.moved_only}
@@ -361,7 +369,8 @@ class Worker:
             if below is not None:
                 paths.difference_update(gone)
                 paths.update(mirror_list({}, below, self.rules.allows))
-        return under_real_dirs(self.source, sorted(paths)), False
+        kept = under_real_dirs(self.source, sorted(paths))
+        return kept, False, len(kept)
 
     def _send(self, paths: list[str], full: bool, *, recursive: bool, progress: bool = False) -> Outcome:
         """Hand PATHS to the handler in runs of at most max_batch_paths/bytes."""
