@@ -31,7 +31,7 @@ from workers import rules as rules_mod
 from workers.batching import Batch, Batcher, Change, Kind
 from workers.proc import SpawnError, run
 from workers.resolver import mirror_list
-from workers.snapshot import ScanError, scan_local, under_real_dirs
+from workers.snapshot import Entry, ScanError, scan_local, under_real_dirs
 from workers.spec import ExitCode, Status, WorkerSpec
 from workers.status import PidFileBusy, Reporter, claim_pid_file
 from workers.transfer import ConfigError, Handler, Job, Outcome, Verdict, make_handler
@@ -359,16 +359,22 @@ class Worker:
         moved = {m.new for m in batch.moves if self.handler.move(m)}
         walk = set(batch.walk) | {m.new for m in batch.moves if m.is_dir and m.new not in moved}
         paths = {p for p in batch.paths if p not in moved or p not in batch.moved_only}
+        # A walked directory's subtree at DEST must end up equal to SOURCE's (it may
+        # have been deleted or moved away and made again), and with rules a deletion
+        # must spare what they exclude at DEST: both are planned from DEST's tree.
+        walked: dict[str, Entry] = {}
         for directory in walk:
             if os.path.isdir(os.path.join(self.source, directory)):
-                paths.update(scan_local(self.source, self.rules, below=directory))
+                walked[directory] = Entry("d", 0, 0.0)
+                walked.update(scan_local(self.source, self.rules, below=directory))
+        paths.update(walked)
         gone = [p for p in paths if not os.path.lexists(os.path.join(self.source, p))]
-        if gone and not self.rules.empty:
-            # A deletion must spare what the rules exclude at DEST: plan it from DEST's tree.
-            below = self.handler.scan_dest_below(gone)
-            if below is not None:
+        look = [*(d for d in walk if d in walked), *(gone if not self.rules.empty else ())]
+        below = self.handler.scan_dest_below(look) if look else None
+        if below is not None:
+            if not self.rules.empty:
                 paths.difference_update(gone)
-                paths.update(mirror_list({}, below, self.rules.allows))
+            paths.update(mirror_list(walked, below, self.rules.allows))
         kept = under_real_dirs(self.source, sorted(paths))
         return kept, False, len(kept)
 

@@ -284,3 +284,24 @@ def test_full_sync_recurses_only_without_rules(dirs, start_worker, tmp_path, rul
     assert (" -r " in argv_log.read_text()) is recursive
     assert (dst / "d" / "f").exists() and not (dst / "stray").exists()
     assert (dst / "d" / "x.tmp").exists() is recursive
+
+
+@pytest.mark.parametrize("how", ["rm -rf", "move out"])
+def test_directory_recreated_in_one_batch_loses_its_old_content(dirs, start_worker, tmp_path, how) -> None:
+    src, dst = dirs
+    (src / "d" / "sub").mkdir(parents=True)
+    for i in range(5):
+        (src / "d" / f"old{i}").write_text("old")
+    (src / "d" / "sub" / "deep-old").write_text("old")
+    worker = start_worker(src, dst, "--delay", "0.5")
+    worker.wait_running()
+    converged(src, dst)
+    if how == "rm -rf":
+        shutil.rmtree(src / "d")
+    else:
+        (src / "d").rename(tmp_path / "elsewhere")
+    (src / "d").mkdir()  # the same name again, within the same batch
+    (src / "d" / "new").write_text("new")
+    converged(src, dst)
+    assert sorted(p.name for p in (dst / "d").iterdir()) == ["new"]
+    assert worker.stop() == 0
