@@ -290,41 +290,47 @@ class Env:
         return self.logs / f"{self.n:02d}-{name}.log"
 
 
+def tandem_argv(src: Path, dst: Path, *extra: str) -> list[str]:
+    return [
+        str(available("tandem")),
+        "sync",
+        str(src),
+        str(dst),
+        "--label",
+        "bench",
+        "--log-level",
+        "info",
+        *extra,
+    ]
+
+
+def clsync_argv(src: Path, dst: Path, *extra: str) -> list[str]:
+    # whole seconds only: -t collect delay, -w minimum between syncs
+    return [
+        "clsync",
+        "-M",
+        "rsyncdirect",
+        "-W",
+        str(src),
+        "-D",
+        str(dst),
+        "-t",
+        "1",
+        "-w",
+        "1",
+        "-H",
+        "/NULL/",
+        "-l",
+        "bench",
+        *extra,
+    ]
+
+
 def live_argv(tool: str, src: Path, dst: Path, env: Env, delay: float = 1.0) -> list[str]:
     if tool == "tandem":
-        return [
-            str(available("tandem")),
-            "sync",
-            str(src),
-            str(dst),
-            "--delay",
-            str(delay),
-            "--stop-timeout",
-            "5",
-            "--label",
-            "bench",
-            "--log-level",
-            "info",
-        ]
+        return tandem_argv(src, dst, "--delay", str(delay), "--stop-timeout", "5")
     if tool == "clsync":
-        # whole seconds only: -t collect delay, -w minimum between syncs
-        return [
-            "clsync",
-            "-M",
-            "rsyncdirect",
-            "-W",
-            str(src),
-            "-D",
-            str(dst),
-            "-t",
-            "1",
-            "-w",
-            "1",
-            "-H",
-            "/NULL/",
-            "-l",
-            "bench",
-        ]
+        return clsync_argv(src, dst)
     if tool == "lsyncd":
         conf = env.log("lsyncd-conf").with_suffix(".lua")
         conf.write_text(
@@ -337,36 +343,9 @@ def live_argv(tool: str, src: Path, dst: Path, env: Env, delay: float = 1.0) -> 
 
 def oneshot_argv(tool: str, src: Path, dst: Path) -> list[str] | None:
     if tool == "tandem":
-        return [
-            str(available("tandem")),
-            "sync",
-            str(src),
-            str(dst),
-            "--only-initial-sync",
-            "--label",
-            "bench",
-            "--log-level",
-            "info",
-        ]
+        return tandem_argv(src, dst, "--only-initial-sync")
     if tool == "clsync":
-        return [
-            "clsync",
-            "-M",
-            "rsyncdirect",
-            "-W",
-            str(src),
-            "-D",
-            str(dst),
-            "-t",
-            "1",
-            "-w",
-            "1",
-            "-H",
-            "/NULL/",
-            "-l",
-            "bench",
-            "--only-initialsync",
-        ]
+        return clsync_argv(src, dst, "--only-initialsync")
     if tool == "rsync":
         return ["rsync", "-a", f"{src}/", f"{dst}/"]
     return None  # lsyncd: no one-shot mode
