@@ -168,9 +168,8 @@ class Batcher:
             return None
         for path in taken:
             del self._pending[path]
-        moves = tuple(self._moves) if normal_due else ()
-        if normal_due:
-            self._moves.clear()
+        moves = tuple(self._moves)  # renames go with the first batch that runs, big or not
+        self._moves.clear()
         self._recompute_windows()
         return Batch(
             paths=tuple(sorted(taken)),

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from workers import rules as rules_mod
 from workers.batching import Batch, Batcher, Change, Kind
@@ -43,6 +43,7 @@ POLL = 0.25  # longest sleep of the loop: standby file, parent, source root chec
 MAX_BACKOFF = 30.0
 DEGRADED_RESCAN = 30.0  # periodic rescan when inotify cannot cover the tree
 HOOK_TIMEOUT = 30.0
+DRAIN_QUIET = 0.7  # longer than watchdog's rename-pairing delay (0.5 s)
 
 
 class Halt(Exception):
@@ -217,7 +218,7 @@ class Worker:
         now = time.monotonic()
         if isinstance(item, Change):
             if item.kind is Kind.DELETED and item.path == "":
-                raise Halt(ExitCode.SAFETY_HALT, f"SOURCE {self.source} vanished; nothing deleted at DEST")
+                self._source_gone()
             self.batcher.add(item, now)
             return
         kind, value = item
@@ -244,11 +245,17 @@ class Worker:
         except rules_mod.RulesError as err:
             log.error("rules not reloaded, keeping the old ones: %s", err)
             return
-        log.info("rules reloaded (%d rules)", len(self.rules.rules))
+        log.info("rules reloaded (%d rules): full resync", len(self.rules.rules))
+        self.batcher.request_full(time.monotonic())  # paths the new rules include must go now
+
+    def _source_gone(self) -> NoReturn:
+        raise Halt(
+            ExitCode.SAFETY_HALT, f"SOURCE {self.source} vanished; stopping, nothing more sent to DEST"
+        )
 
     def _check_source(self) -> None:
         if not os.path.isdir(self.source):
-            raise Halt(ExitCode.SAFETY_HALT, f"SOURCE {self.source} vanished; nothing deleted at DEST")
+            self._source_gone()
         if self.spec.parent_pid and os.getppid() != self.spec.parent_pid and not self._stopping:
             log.warning("parent %d is gone: flushing and stopping", self.spec.parent_pid)
             self.request_stop()
@@ -356,9 +363,14 @@ class Worker:
                 # Nothing can be excluded: the root (recursively) plus the deletions says the same.
                 return ["", *(p for p in plan if p not in source)], True, len(plan)
             return plan, False, len(plan)
-        moved = {m.new for m in batch.moves if self.handler.move(m)}
+        # With rules in force a directory is not renamed at DEST: rules are about
+        # paths, so content excluded under the new name must not travel along.
+        moved = {m.new for m in batch.moves if (self.rules.empty or not m.is_dir) and self.handler.move(m)}
         walk = set(batch.walk) | {m.new for m in batch.moves if m.is_dir and m.new not in moved}
         paths = {p for p in batch.paths if p not in moved or p not in batch.moved_only}
+        # Never the root itself: rsync sends a listed "." with everything directly in it
+        # (excluded files too); DEST's root is DEST, full syncs keep its attributes.
+        paths.discard("")
         # A walked directory's subtree at DEST must end up equal to SOURCE's (it may
         # have been deleted or moved away and made again), and with rules a deletion
         # must spare what they exclude at DEST: both are planned from DEST's tree.
@@ -433,13 +445,24 @@ class Worker:
             return ExitCode.OK
         if self._initial_done:
             self._hook(self.spec.pre_exit_hook, "pre-exit hook")
-        self._pump(0)
+        self._drain()
         batch = self.batcher.take(time.monotonic(), flush=True)
         if batch is not None:
             self._execute(batch)
         if self.batcher.pending:
             raise Halt(ExitCode.SYNC_FAILED, f"stopped with {self.batcher.pending} paths undelivered")
         return ExitCode.OK
+
+    def _drain(self) -> None:
+        """Take in every change still on its way (kernel queue, watchdog's 0.5 s
+        rename pairing): until the inbox stays quiet for DRAIN_QUIET, within the
+        stop deadline."""
+        end = self._stop_at if self._stop_at is not None else time.monotonic() + DRAIN_QUIET
+        quiet_since = time.monotonic()
+        while (now := time.monotonic()) - quiet_since < DRAIN_QUIET and now < end:
+            if not self.inbox.empty():
+                quiet_since = now
+            self._pump(0.05)
 
     def _hook(self, command: str | None, what: str) -> None:
         if not command:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from workers.proc import run
 from workers.rules import Rules
 from workers.spec import Destination
+from workers.transfer.rsync_plan import unescape
 
 log = logging.getLogger(__name__)
 
@@ -147,20 +148,9 @@ def parse_list_only(output: bytes) -> Tree:
         kind = {ord("d"): "d", ord("-"): "f", ord("l"): "l"}.get(perms[0], "o")
         if kind == "l":
             name = name.rsplit(b" -> ", 1)[0]
-        path = os.fsdecode(_unescape_rsync(name))
+        path = os.fsdecode(unescape(name))
         tree[path] = Entry(kind, int(size.replace(b",", b"")), 0.0)
     return tree
-
-
-def _unescape_rsync(name: bytes) -> bytes:
-    parts = name.split(b"\\#")
-    out = parts[0]
-    for part in parts[1:]:
-        if len(part) >= 3 and part[:3].isdigit():
-            out += bytes([int(part[:3], 8)]) + part[3:]
-        else:
-            out += b"\\#" + part
-    return out
 
 
 def ssh_argv(dest: Destination, rsh: str | None, command: str) -> list[str]:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 
 from watchdog.events import (
     DirAttribEvent,
     DirCreatedEvent,
     DirDeletedEvent,
+    DirModifiedEvent,
     DirMovedEvent,
     FileAttribEvent,
     FileClosedEvent,
@@ -49,6 +51,7 @@ _EVENTS: list[type[FileSystemEvent]] = [
     DirAttribEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    DirModifiedEvent,  # a child came or went: the directory's own mtime changed
 ]
 
 Sink = Callable[[Change], None]
@@ -157,6 +160,8 @@ class Watcher:
                 )
                 watcher._groups.append(self._inotify)
 
+        # watchdog warns with its whole watch table when a new directory is watched twice
+        warnings.filterwarnings("ignore", message="Callback .* already exists", category=RuntimeWarning)
         for name in _WATCHDOG_LOGGERS:
             logger = logging.getLogger(name)
             logger.addHandler(self._overflow)

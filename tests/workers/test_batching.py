@@ -181,3 +181,15 @@ def test_pending_and_lag() -> None:
     b.add(content("a"), 1.0)
     b.add(content("a"), 2.0)  # the same path again: one pending, age of the first
     assert b.pending == 1 and b.oldest() == 1.0
+
+
+def test_rename_goes_with_the_first_batch_even_a_big_one() -> None:
+    # A big file renamed before its window closed: its DEST rename must happen
+    # before (or with) the big transfer, never after it over the new content.
+    b = Batcher(delay=2.0, bigfile_threshold=100, bigfile_delay=0.3)
+    b.add(content("a", size=1000), 0.0)
+    b.add(Change(Kind.MOVED, "a", False, dest_path="b"), 0.1)
+    first = b.take(0.3)
+    assert first is not None and first.moves == (Move("a", "b", False),) and "b" in first.paths
+    later = b.take(2.1)
+    assert later is not None and later.moves == ()

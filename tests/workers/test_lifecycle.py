@@ -283,3 +283,30 @@ def test_json_lines_carry_counters_lag_and_heartbeats(dirs, start_worker) -> Non
     assert {"phase", "sync", "heartbeat", "exit"} <= events
     last_sync = [line for line in worker.lines if line["event"] == "sync"][-1]
     assert last_sync["syncs"] >= 2 and last_sync["files"] >= 1 and last_sync["watches"] >= 1
+
+
+def test_stop_right_after_writes_and_a_rename_loses_nothing(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    (src / "x").write_text("x")
+    worker = start_worker(src, dst, "--delay", "10")
+    worker.wait_running()
+    (src / "x").rename(tmp_path / "moved-out")  # watchdog holds a rename 0.5 s for pairing
+    for i in range(200):
+        (src / f"f{i}").write_text(str(i))
+    worker.signal(signal.SIGTERM)  # no pause: events are still on their way
+    assert worker.wait() == 0
+    assert tree(src) == tree(dst)
+
+
+def test_sighup_that_widens_the_rules_sends_newly_included_files(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    rules = tmp_path / "rules"
+    rules.write_text("-f\\.log$\n")
+    (src / "a.log").write_text("was excluded")
+    worker = start_worker(src, dst, "--rules", str(rules), "--delay", "0.1")
+    worker.wait_running()
+    assert not (dst / "a.log").exists()
+    rules.write_text("-f\\.txt$\n")
+    worker.signal(signal.SIGHUP)
+    wait_until(lambda: (dst / "a.log").exists(), 10, "newly included file sent")
+    assert worker.stop() == 0

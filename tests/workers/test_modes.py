@@ -26,10 +26,8 @@ def test_direct_mode_mirrors_without_rsync(dirs, start_worker) -> None:
     worker.wait_running()
     expected = tree(src)
     assert {k: v for k, v in tree(dst).items() if k != "keep.tmp"} == expected
-    inode = (dst / "d" / "e" / "f").stat().st_ino
-    (src / "d").rename(src / "moved")
+    (src / "d").rename(src / "moved")  # with rules: sent as a new tree, old one deleted
     wait_until(lambda: (dst / "moved" / "e" / "f").exists() and not (dst / "d").exists(), 10)
-    assert (dst / "moved" / "e" / "f").stat().st_ino == inode, "the rename was not repeated at DEST"
     (src / "a").write_text("changed")
     os.symlink("a", src / "link")
     os.chmod(src / "a", 0o600)
@@ -141,3 +139,28 @@ def test_direct_mode_never_writes_through_a_symlinked_dest_dir(dirs, start_worke
     wait_until(lambda: worker.syncs() >= 1 or any(line["failures"] for line in worker.lines), 10)
     assert not list(victim.iterdir()), "wrote outside DEST through a symlink"
     assert worker.stop() in (0, 4)
+
+
+def test_direct_mode_copies_a_255_byte_name(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / ("L" * 255)).write_text("x")
+    worker = start_worker(src, dst, "--mode", "direct", "--delay", "0.1", "--retries", "0")
+    worker.wait_running()
+    (src / ("M" * 255)).write_text("y")
+    wait_until(lambda: (dst / ("M" * 255)).exists(), 10)
+    assert (dst / ("L" * 255)).read_text() == "x"
+    assert worker.stop() == 0
+
+
+def test_direct_mode_repeats_renames_at_dest(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / "d" / "e").mkdir(parents=True)
+    (src / "d" / "e" / "f").write_text("f")
+    worker = start_worker(src, dst, "--mode", "direct", "--delay", "0.1")
+    worker.wait_running()
+    with open(dst / "d" / "e" / "f") as held:  # held open: its inode cannot be reused
+        inode = os.fstat(held.fileno()).st_ino
+        (src / "d").rename(src / "moved")
+        wait_until(lambda: (dst / "moved" / "e" / "f").exists() and not (dst / "d").exists(), 10)
+        assert (dst / "moved" / "e" / "f").stat().st_ino == inode, "the rename was not repeated at DEST"
+    assert worker.stop() == 0

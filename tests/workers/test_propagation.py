@@ -305,3 +305,50 @@ def test_directory_recreated_in_one_batch_loses_its_old_content(dirs, start_work
     converged(src, dst)
     assert sorted(p.name for p in (dst / "d").iterdir()) == ["new"]
     assert worker.stop() == 0
+
+
+def test_directory_rename_never_carries_content_the_rules_exclude(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / "a").mkdir()
+    (src / "a" / "secret.key").write_text("s")
+    (src / "a" / "pub").write_text("p")
+    worker = start_worker(src, dst, "--exclude", "^b/secret", "--delay", "0.1")
+    worker.wait_running()
+    wait_until(lambda: (dst / "a" / "secret.key").exists())  # not excluded under the old name
+    (src / "a").rename(src / "b")
+    wait_until(lambda: (dst / "b" / "pub").exists() and not (dst / "a").exists(), 10)
+    assert not (dst / "b" / "secret.key").exists()
+    assert worker.stop() == 0
+
+
+def test_directory_mtimes_follow(dirs, start_worker) -> None:
+    src, dst = dirs
+    (src / "d").mkdir()
+    (src / "d" / "old").write_text("x")
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    time.sleep(1.1)  # a new second, so a stale directory mtime would show
+    (src / "d" / "new").write_text("y")
+    (src / "d" / "old").unlink()
+    converged(src, dst)
+    for rel in ("", "d"):
+        wait_until(
+            lambda rel=rel: int((dst / rel).stat().st_mtime) == int((src / rel).stat().st_mtime),
+            5,
+            f"mtime of {rel!r}",
+        )
+    assert worker.stop() == 0
+
+
+def test_root_changes_never_send_excluded_top_level_files(dirs, start_worker) -> None:
+    # rsync sends a listed "." with its whole first level: the root must never be listed
+    src, dst = dirs
+    worker = start_worker(src, dst, "--exclude", r"\.tmp$", "--delay", "0.1")
+    worker.wait_running()
+    (src / "x.tmp").write_text("excluded")
+    (src / "y").write_text("synced")
+    os.chmod(src, 0o750)  # an attribute event on the root itself
+    wait_until(lambda: (dst / "y").exists())
+    time.sleep(0.5)
+    assert not (dst / "x.tmp").exists()
+    assert worker.stop() == 0

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workers.transfer import Verdict
-from workers.transfer.rsync_plan import build_argv, classify, encode_list
+from workers.transfer.rsync_plan import build_argv, classify, encode_list, failed_paths
 
 BASE = ["-a", "--numeric-ids", "--from0", "--files-from=-", "--delete-missing-args", "--force"]
 
@@ -124,7 +124,6 @@ def err(*lines: str) -> bytes:
         (
             err(
                 'rsync: [sender] send_files failed to open "/src/dir/b": Permission denied (13)',
-                'rsync: [sender] send_files failed to open "/src/not-listed": Permission denied (13)',
                 'rsync: [sender] send_files failed to open "/src/a.txt": Permission denied (13)',
             ),
             ("a.txt", "dir/b"),
@@ -189,3 +188,24 @@ def test_ignored_exit_codes_are_ok(code: int, ignore: tuple[int, ...], verdict: 
 def test_recursive_only_when_asked(recursive: bool) -> None:
     argv = build_argv("rsync", "/s", "/d/", full=True, recursive=recursive)
     assert ("-r" in argv) is recursive
+
+
+@pytest.mark.parametrize(
+    ("stderr", "failed"),
+    [
+        # rsync escapes a newline in a name as \#012
+        (
+            b'rsync: [receiver] mkstemp "/d/i2/.nl\\#012b.AbC123" failed: Operation not permitted (1)\n',
+            ("i2/nl\nb",),
+        ),
+        # a failed deletion is reported without quotes
+        (b"delete_file: unlink(i1/old) failed: Operation not permitted (1)\n", ("i1/old",)),
+        # a line naming a path that was not listed: retry everything (nothing may be dropped)
+        (b'rsync: [sender] send_files failed to open "/s/not-listed": Permission denied (13)\n', ()),
+        # one line tandem cannot place: retry everything
+        (b'rsync: [receiver] mkstemp "/d/i2/.x.AbC123" failed: x (1)\nsomething odd happened\n', ()),
+    ],
+)
+def test_failed_paths_every_error_line_must_map(stderr: bytes, failed: tuple[str, ...]) -> None:
+    listed = ("i1/old", "i2/nl\nb", "i2/x")
+    assert failed_paths(stderr, listed, ("/s", "/d")) == failed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -91,10 +92,13 @@ class DirectHandler:
         return st
 
 
+_TEMP_IDS = itertools.count()
+
+
 def _copy_file(src: str, dst: str) -> None:
     """Copy through a temp file in DEST's directory and rename it into place."""
-    head, tail = os.path.split(dst)
-    temp = os.path.join(head, f".{tail}.tandem-{os.getpid()}")
+    head = os.path.dirname(dst)
+    temp = os.path.join(head, f".tandem-{os.getpid()}-{next(_TEMP_IDS)}")  # short: NAME may be 255 bytes
     try:
         with open(src, "rb") as fin, open(temp, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)

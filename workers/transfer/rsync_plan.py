@@ -85,22 +85,54 @@ _QUOTED = re.compile(rb'"(.+?)"(?=[: ]|$)')
 def failed_paths(
     stderr: bytes, listed: tuple[str, ...] | list[str], roots: tuple[str, ...]
 ) -> tuple[str, ...]:
-    """The listed paths that rsync's error lines name (absolute or relative,
-    at SOURCE or DEST, or as a receiver's temp file ``dir/.name.XXXXXX``)."""
+    """The listed paths that rsync's error lines name (absolute or relative, at
+    SOURCE or DEST, as a receiver's temp file ``dir/.name.XXXXXX``, with rsync's
+    ``\\#ooo`` escapes). Empty unless EVERY error line names a listed path: a
+    failure tandem cannot place makes the whole list be retried."""
     wanted = set(listed)
     found: set[str] = set()
-    names = [n for line in stderr.splitlines() if line.startswith(b"rsync: ") for n in _QUOTED.findall(line)]
-    for raw in names:
-        name = os.fsdecode(raw)
-        for root in roots:
-            prefix = root.rstrip("/") + "/"
-            if name.startswith(prefix):
-                name = name[len(prefix) :]
-                break
-        name = name.removeprefix("./").rstrip("/")
-        head, _, tail = name.rpartition("/")
-        if name not in wanted and tail.startswith(".") and len(tail) > 8 and tail[-7] == ".":
-            name = f"{head}/{tail[1:-7]}" if head else tail[1:-7]  # rsync's temp file
-        if name in wanted:
-            found.add(name)
+    for line in stderr.splitlines():
+        if not line.strip() or line.startswith(_NOT_ERRORS):
+            continue
+        names = {_listed_name(raw, roots) for raw in _candidates(line)} & wanted
+        if not names:
+            return ()
+        found |= names
     return tuple(sorted(found))
+
+
+_NOT_ERRORS = (b"rsync error:", b"rsync warning:", b"file has vanished:")
+_DELETE = re.compile(rb"^delete_file: \w+\((.+)\) failed")
+
+
+def _candidates(line: bytes) -> list[bytes]:
+    if line.startswith(b"rsync: "):
+        return list(_QUOTED.findall(line))
+    match = _DELETE.match(line)
+    return [match.group(1)] if match else []
+
+
+def _listed_name(raw: bytes, roots: tuple[str, ...]) -> str:
+    name = os.fsdecode(unescape(raw))
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    name = name.removeprefix("./").rstrip("/")
+    head, _, tail = name.rpartition("/")
+    if tail.startswith(".") and len(tail) > 8 and tail[-7] == ".":
+        return f"{head}/{tail[1:-7]}" if head else tail[1:-7]  # rsync's temp file
+    return name
+
+
+def unescape(name: bytes) -> bytes:
+    """Undo rsync's ``\\#ooo`` (octal) escapes of odd bytes in names it prints."""
+    parts = name.split(b"\\#")
+    out = parts[0]
+    for part in parts[1:]:
+        if len(part) >= 3 and part[:3].isdigit():
+            out += bytes([int(part[:3], 8)]) + part[3:]
+        else:
+            out += b"\\#" + part
+    return out
