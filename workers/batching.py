@@ -61,9 +61,6 @@ class Batch:
     full: bool = False
     oldest: float = 0.0  # when the oldest change in it was seen
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
 
 @dataclass
 class _Entry:
