@@ -248,6 +248,78 @@ def _exec_worker(spec: WorkerSpec) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "workers", "--spec-fd", str(fd)])
 
 
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML settings file (default: /etc/tandem/tandem.toml when it exists)."),
+    ] = None,
+    dest: Annotated[
+        str | None,
+        typer.Option(help="Destination template, e.g. 'peer:/srv/tandem/{host}/{container}/{mount}'."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Worker logs, pid files, state.json, the LXC hook socket.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="This host's name in destination templates.")] = None,
+    docker: Annotated[bool | None, typer.Option("--docker/--no-docker", help="Follow Docker.")] = None,
+    lxd: Annotated[bool | None, typer.Option("--lxd/--no-lxd", help="Follow LXD.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+) -> None:
+    """Run the supervisor: one sync worker per opted-in container, for as long as it runs."""
+    from orchestrator.serve import run_serve
+    from orchestrator.settings import ConfigError, load
+
+    defaults = {"dest": dest} if dest else None
+    try:
+        settings = load(
+            str(config) if config else None,
+            state_dir=state_dir,
+            host=host,
+            docker=docker,
+            lxd=lxd,
+            log_level=log_level,
+            defaults=defaults,
+        )
+    except ConfigError as err:
+        typer.echo(f"tandem serve: {err}", err=True)
+        raise typer.Exit(ExitCode.CONFIG) from None
+    raise typer.Exit(run_serve(settings))
+
+
+@app.command(
+    "lxc-hook",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def lxc_hook(
+    ctx: typer.Context,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(help="tandem.KEY=VALUE for this container (as Docker labels). Repeatable."),
+    ] = None,
+    state_dir: Annotated[Path, typer.Option(help="The supervisor's state directory.")] = Path(
+        "/var/lib/tandem"
+    ),
+) -> None:
+    """Tell the supervisor that a plain LXC container started or stopped
+    (lxc.hook.start-host / lxc.hook.post-stop). LXC appends NAME lxc TYPE."""
+    from orchestrator.runtimes.lxc import HookError, hook
+
+    labels = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("tandem."):
+            typer.echo(f"tandem lxc-hook: --label {item!r} must be tandem.KEY=VALUE", err=True)
+            raise typer.Exit(ExitCode.CONFIG)
+        labels[key] = value
+    try:
+        kind, name = hook(state_dir, list(ctx.args), os.environ, labels)
+    except (HookError, OSError) as err:
+        typer.echo(f"tandem lxc-hook: {err}", err=True)
+        raise typer.Exit(ExitCode.CONFIG) from None
+    typer.echo(f"tandem lxc-hook: {name}: {kind} recorded")
+
+
 def main() -> None:
     app()
 

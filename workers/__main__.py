@@ -1,19 +1,21 @@
-"""``python -m workers [--spec-fd N]``: run one worker from a JSON WorkerSpec.
+"""``python -m workers [--spec-fd N]``: run one worker from a JSON spec.
 
-The spec is read from stdin, or from file descriptor N. The exit status is an
-``ExitCode``.
+The spec is a ``WorkerSpec`` (one SOURCE/DEST pair, ``tandem sync``) or a
+``ContainerSpec`` (a container's pairs, from the supervisor), read from stdin or
+from file descriptor N. The exit status is an ``ExitCode``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 
 from pydantic import ValidationError
 
-from workers.spec import ExitCode, WorkerSpec
+from workers.spec import ContainerSpec, ExitCode, WorkerSpec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +28,24 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data = sys.stdin.buffer.read()
     try:
-        spec = WorkerSpec.model_validate_json(data)
-    except ValidationError as err:
+        spec: WorkerSpec | ContainerSpec
+        raw = json.loads(data)
+        if isinstance(raw, dict) and "pairs" in raw:
+            spec = ContainerSpec.model_validate(raw)
+        else:
+            spec = WorkerSpec.model_validate(raw)
+    except (ValidationError, ValueError) as err:
         print(f"tandem: bad worker spec: {err}", file=sys.stderr)
         return ExitCode.CONFIG
+    if isinstance(spec, ContainerSpec):
+        logging.basicConfig(
+            level=getattr(logging, spec.pairs[0].log_level.upper()),
+            format="%(asctime)s tandem[%(threadName)s] %(levelname)s %(message)s",
+            stream=sys.stderr,
+        )
+        from workers.group import run_group
+
+        return run_group(spec)
     logging.basicConfig(
         level=getattr(logging, spec.log_level.upper()),
         format=f"tandem[{spec.name}] %(levelname)s %(message)s",

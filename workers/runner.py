@@ -152,13 +152,16 @@ class Worker:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        # Only queue the signal: the loop acts on it.
+        self.signal(signum)
+
+    def signal(self, signum: int) -> None:
+        """Queue SIGNUM for the loop (safe from a signal handler or another thread)."""
         if signum in (signal.SIGTERM, signal.SIGINT) and self._stop_at is None:
             self._stop_at = time.monotonic() + self.spec.stop_timeout
         self.inbox.put(("signal", signum))
 
     def request_stop(self) -> None:
-        self._on_signal(signal.SIGTERM, None)
+        self.signal(signal.SIGTERM)
 
     def _start_watcher(self) -> None:
         watcher = Watcher(
@@ -233,6 +236,7 @@ class Worker:
             self.batcher.request_full(now)
 
     def _degrade(self, why: str) -> None:
+        self.reporter.degraded = why
         self.batcher.request_full(time.monotonic())
         if not self.rescan_every:
             self.rescan_every = DEGRADED_RESCAN
@@ -354,7 +358,7 @@ class Worker:
         rules = None if ignore_rules else self.rules
         if batch.full:
             with self._progress("scanning") as advance:
-                source = scan_local(self.source, rules, on_entry=advance)
+                source = scan_local(self.source, rules, on_entry=self._ticking(advance))
             dest = self.handler.scan_dest()
             if dest is None:
                 return sorted(source), False, len(source)
@@ -431,6 +435,8 @@ class Worker:
             yield chunk
 
     def _deadline(self) -> float | None:
+        # Read every 0.2 s while a handler runs: the loop is alive, so heartbeat.
+        self._heartbeat()
         return self._stop_at
 
     # -- stop ---------------------------------------------------------------
@@ -488,6 +494,15 @@ class Worker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.spec.heartbeat
             self._report("heartbeat")
+
+    def _ticking(self, advance: Callable[[int], None]) -> Callable[[int], None]:
+        """ADVANCE, plus heartbeats when due (a long scan is not a hang)."""
+
+        def tick(n: int) -> None:
+            advance(n)
+            self._heartbeat()
+
+        return tick
 
     def _lag(self) -> float:
         oldest = self.batcher.oldest()

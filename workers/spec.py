@@ -179,6 +179,42 @@ class WorkerSpec(BaseModel):
         return self.label or self.source
 
 
+_EXIT_WEIGHT = {
+    ExitCode.SAFETY_HALT: 4,
+    ExitCode.CONFIG: 3,
+    ExitCode.SYNC_FAILED: 2,
+    ExitCode.INTERNAL: 1,
+    ExitCode.OK: 0,
+}
+
+
+def worst_exit(codes: list[int]) -> ExitCode:
+    """The exit code of a worker made of several pairs: a halt outweighs a
+    configuration error, which outweighs a failure, which outweighs a bug."""
+    known = [ExitCode(c) if c in ExitCode._value2member_map_ else ExitCode.INTERNAL for c in codes]
+    return max(known, key=_EXIT_WEIGHT.__getitem__, default=ExitCode.OK)
+
+
+class ContainerSpec(BaseModel):
+    """One worker process for one container: several SOURCE/DEST pairs, each
+    synced by its own loop. The process exits when every pair has stopped; when
+    one pair ends for any reason, the others flush and stop too, and the exit
+    code is the ``worst_exit`` of all of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    pairs: tuple[WorkerSpec, ...] = Field(min_length=1)
+    pid_file: str | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ContainerSpec:
+        labels = [p.name for p in self.pairs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"pair labels must differ: {labels}")
+        return self
+
+
 class StatusReport(BaseModel):
     """One JSON line a worker writes on stdout (with ``json``)."""
 
@@ -195,4 +231,5 @@ class StatusReport(BaseModel):
     last_sync_duration: float = 0.0
     last_error: str = ""
     watches: int = 0
+    degraded: str = ""  # why inotify cannot cover the tree (periodic rescans instead)
     exit_code: int | None = None

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -61,11 +62,16 @@ def claim_pid_file(path: str) -> None:
     write_atomic(path, f"{os.getpid()}\n")
 
 
+_stdout_lock = threading.Lock()  # the pairs of one container share stdout
+
+
 class Reporter:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.status = Status.STARTING
         self.counters = Counters()
+        self.degraded = ""
+        self._silent = not spec.json_status
 
     def phase(self, status: Status, *, pending: int = 0, lag: float = 0.0, watches: int = 0) -> None:
         if status is self.status and status is not Status.STARTING:
@@ -84,10 +90,10 @@ class Reporter:
         watches: int = 0,
         exit_code: int | None = None,
     ) -> None:
-        if not self.spec.json_status:
+        if self._silent:
             return
         report = StatusReport(
-            event=event,  # type: ignore[arg-type]
+            event=event,
             label=self.spec.name,
             status=self.status,
             ts=time.time(),
@@ -95,10 +101,18 @@ class Reporter:
             lag=round(lag, 3),
             watches=watches,
             exit_code=exit_code,
+            degraded=self.degraded,
             **asdict(self.counters),
         )
-        sys.stdout.write(json.dumps(report.model_dump(mode="json"), separators=(",", ":")) + "\n")
-        sys.stdout.flush()
+        line = json.dumps(report.model_dump(mode="json"), separators=(",", ":")) + "\n"
+        with _stdout_lock:
+            try:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                # The reader (a supervisor killed with SIGKILL) is gone: the worker
+                # notices its dead parent and stops; the reports have no one to go to.
+                self._silent = True
 
     def cleanup(self) -> None:
         remove_quietly(self.spec.status_file)

@@ -1,0 +1,188 @@
+"""Which container syncs what, and where: the pure decision.
+
+A container's policy is built in layers, each setting only what it names:
+built-in defaults < ``[defaults]`` of the settings < matching ``[[rules]]`` (in
+file order) < the container's labels (Docker ``tandem.*``, LXD
+``user.tandem.*``) < the override stored through the API. ``plan`` turns the
+result into the ``ContainerSpec`` the worker runs, or None when the container
+is not to be synced, or raises ``PolicyError`` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import string
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+
+from orchestrator.runtimes import Container, Mount
+from orchestrator.settings import BUILTIN, ContainerPolicy, Settings
+from workers.spec import ContainerSpec, Destination, WorkerSpec
+
+LABEL_KEYS = ("enable", "dest", "paths", "exclude", "delay", "split-brain", "max-lag")
+PLACEHOLDERS = ("host", "container", "mount", "runtime")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class PolicyError(ValueError):
+    """A container's configuration cannot be used; the message says why."""
+
+
+def from_labels(labels: Mapping[str, str]) -> ContainerPolicy:
+    """The policy layer of a container's ``tandem.*`` labels."""
+    values: dict[str, object] = {}
+    problems = []
+    for key, raw in sorted(labels.items()):
+        name = key.removeprefix("tandem.")
+        if name not in LABEL_KEYS:
+            problems.append(f"unknown label {key!r} (known: {', '.join('tandem.' + k for k in LABEL_KEYS)})")
+            continue
+        values[name] = _list(raw) if name in ("paths", "exclude") else raw.strip()
+    if problems:
+        raise PolicyError("; ".join(problems))
+    try:
+        return ContainerPolicy.model_validate(values)
+    except ValidationError as err:
+        raise PolicyError(describe(err, prefix="tandem.")) from None
+
+
+def _list(raw: str) -> list[str]:
+    """'a, b' -> ['a', 'b']; a JSON list for values with commas in them."""
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise PolicyError(f"bad JSON list {text!r}: {err}") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise PolicyError(f"{text!r} must be a JSON list of strings")
+        return items
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def describe(err: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"]).replace("_", "-")
+        parts.append(f"{prefix}{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def effective(container: Container, settings: Settings, override: ContainerPolicy | None) -> ContainerPolicy:
+    """The merged policy of CONTAINER (raises PolicyError on bad labels)."""
+    policy = settings.defaults.over(BUILTIN)
+    for rule in settings.rules:
+        if rule.runtime in ("*", container.runtime) and fnmatch.fnmatchcase(container.name, rule.match):
+            layer = ContainerPolicy.model_validate(rule.model_dump(exclude={"match", "runtime"}))
+            policy = layer.over(policy)
+    policy = from_labels(container.labels).over(policy)
+    if override is not None:
+        policy = override.over(policy)
+    return policy
+
+
+def render_dest(template: str, *, host: str, container: str, mount: str, runtime: str) -> str:
+    check_template(template)
+    return template.format(host=host, container=container, mount=mount, runtime=runtime)
+
+
+def check_template(template: str) -> None:
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise PolicyError(f"destination template {template!r}: {err}") from None
+    for name in fields:
+        if name not in PLACEHOLDERS:
+            raise PolicyError(
+                f"destination template {template!r}: unknown placeholder {{{name}}} "
+                f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
+            )
+
+
+def select_mounts(container: Container, paths: tuple[str, ...] | None) -> tuple[Mount, ...]:
+    """The mounts to sync: every default one, or those at PATHS ('/' = root fs)."""
+    if paths is None:
+        chosen = container.mounts
+    else:
+        offered = {os.path.normpath(m.target): m for m in (*container.mounts, *container.extra)}
+        missing = [p for p in paths if os.path.normpath(p) not in offered]
+        if missing:
+            known = ", ".join(sorted(offered)) or "none"
+            raise PolicyError(
+                f"tandem.paths: {', '.join(missing)} not a mount of {container.name} (mounts: {known})"
+            )
+        chosen = tuple(offered[os.path.normpath(p)] for p in dict.fromkeys(paths))
+    if not chosen:
+        raise PolicyError(
+            f"{container.name} has no volume or bind mount to sync; "
+            "set tandem.paths (e.g. '/' for the writable layer or root filesystem)"
+        )
+    return chosen
+
+
+def plan(
+    container: Container,
+    settings: Settings,
+    override: ContainerPolicy | None = None,
+    *,
+    parent_pid: int | None = None,
+) -> ContainerSpec | None:
+    """The worker CONTAINER needs, or None when it is not to be synced."""
+    policy = effective(container, settings, override)
+    if not policy.enable:
+        return None
+    if not _NAME.match(container.name):
+        raise PolicyError(f"container name {container.name!r} cannot be used in a path")
+    if not policy.dest:
+        raise PolicyError("no destination: set tandem.dest or dest in [defaults] of the config file")
+    mounts = select_mounts(container, policy.paths)
+    if len(mounts) > 1 and "{mount}" not in policy.dest:
+        raise PolicyError(
+            f"{len(mounts)} mounts but the destination template {policy.dest!r} has no {{mount}}"
+        )
+    pairs = []
+    for mount in mounts:
+        dest = render_dest(
+            policy.dest,
+            host=settings.host,
+            container=container.name,
+            mount=mount.name,
+            runtime=container.runtime,
+        )
+        parsed = Destination.parse(dest)
+        if parsed.kind == "local" and not os.path.isabs(dest):
+            raise PolicyError(f"destination {dest!r} must be an absolute path, host:/path or rsync://")
+        try:
+            pairs.append(
+                WorkerSpec(
+                    source=mount.source,
+                    dest=dest,
+                    label=f"{container.name}/{mount.name}",
+                    delay=policy.delay if policy.delay is not None else 1.0,
+                    exclude=policy.exclude or (),
+                    rsh=settings.rsh,
+                    rsync_arg=("--mkpath", *settings.rsync_args),
+                    json=True,
+                    heartbeat=settings.heartbeat,
+                    stop_timeout=settings.stop_timeout,
+                    parent_pid=parent_pid,
+                    log_level=settings.log_level,
+                )
+            )
+        except ValidationError as err:
+            raise PolicyError(describe(err)) from None
+    dests = [p.dest for p in pairs]
+    if len(set(dests)) != len(dests):
+        raise PolicyError(f"two mounts of {container.name} map to one destination: {sorted(dests)}")
+    try:
+        return ContainerSpec(
+            name=container.name,
+            pairs=tuple(pairs),
+            pid_file=str(settings.state_dir / "workers" / f"{container.name}.pid"),
+        )
+    except ValidationError as err:
+        raise PolicyError(describe(err)) from None

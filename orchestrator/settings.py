@@ -1,0 +1,154 @@
+"""The supervisor's settings: read once, typed, validated, unknown keys rejected.
+
+Sources, strongest first: ``tandem serve`` flags, ``TANDEM_*`` environment
+variables (nested keys with ``__``: ``TANDEM_DEFAULTS__DELAY=2``), the TOML
+file (``--config``, default ``/etc/tandem/tandem.toml`` when it exists), then
+the defaults written here. The same names are used everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = "/etc/tandem/tandem.toml"
+
+
+class SplitBrain(StrEnum):
+    NEWEST = "newest"
+    LOCAL = "local"
+    REMOTE = "remote"
+    KEEP_BOTH = "keep-both"
+    MANUAL = "manual"
+
+
+class ContainerPolicy(BaseModel):
+    """What a container syncs and how. Every field is optional: a layer
+    (defaults, config rule, labels, API override) sets only what it names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    enable: bool | None = None
+    dest: str | None = Field(None, description="destination template: {host} {container} {mount} {runtime}")
+    paths: tuple[str, ...] | None = Field(None, description="container paths to sync ('/' = root fs)")
+    exclude: tuple[str, ...] | None = Field(None, description="regexes of paths never synced")
+    delay: float | None = Field(None, ge=0, le=86400, description="collect window (s)")
+    split_brain: SplitBrain | None = Field(None, alias="split-brain")
+    max_lag: float | None = Field(None, alias="max-lag", gt=0, description="lag SLO (s) for health")
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for path in value or ():
+            if not path.startswith("/") or "\0" in path:
+                raise ValueError(f"{path!r} is not an absolute container path")
+        return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _regexes(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for pattern in value or ():
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"bad regex {pattern!r}: {err}") from None
+        return value
+
+    def over(self, base: ContainerPolicy) -> ContainerPolicy:
+        """This layer on top of BASE: the fields set here win."""
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+BUILTIN = ContainerPolicy.model_validate({"enable": False, "delay": 1.0, "split-brain": "newest"})
+
+
+class Rule(ContainerPolicy):
+    """A [[rules]] entry: a policy for the containers whose name matches."""
+
+    match: str = Field(description="glob on the container name, e.g. 'db-*'")
+    runtime: Literal["docker", "lxd", "lxc", "*"] = "*"
+
+
+class Settings(BaseSettings):
+    """``tandem serve`` settings (TOML keys, TANDEM_* variables and flags)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TANDEM_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    host: str = Field(default_factory=socket.gethostname, description="{host} in destination templates")
+    state_dir: Path = Field(Path("/var/lib/tandem"), description="worker logs, pid files, LXC hook socket")
+    defaults: ContainerPolicy = Field(
+        ContainerPolicy(), description="policy for every container, below rules, labels and API overrides"
+    )
+    rules: tuple[Rule, ...] = Field((), description="policies by container name, applied in order")
+    docker: bool = Field(True, description="follow the Docker daemon")
+    docker_host: str | None = Field(None, description="Docker API URL (default: DOCKER_HOST or the socket)")
+    lxd: bool = Field(True, description="follow the LXD daemon")
+    lxd_socket: str | None = Field(None, description="LXD unix socket (default: LXD's own)")
+    lxd_dir: str = Field("/var/lib/lxd", description="LXD's directory (storage pools under it)")
+    rsh: str | None = Field(None, description="remote shell for ssh destinations, e.g. 'ssh -i KEY'")
+    rsync_args: tuple[str, ...] = Field((), description="extra rsync arguments for every worker")
+    heartbeat: float = Field(5.0, gt=0, description="seconds between worker heartbeats")
+    heartbeat_timeout: float = Field(60.0, gt=0, description="kill and restart a worker this long silent")
+    stop_timeout: float = Field(30.0, gt=0, description="time for a worker's final flush on stop")
+    restart_delay: float = Field(1.0, gt=0, description="first restart backoff (s), doubled per crash")
+    restart_delay_max: float = Field(60.0, gt=0, description="longest restart backoff (s)")
+    healthy_after: float = Field(60.0, gt=0, description="a worker up this long resets its backoff")
+    inotify_warn: float = Field(0.8, gt=0, le=1, description="warn above this share of the inotify limits")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load(config: str | None = None, **flags: Any) -> Settings:
+    """Read the settings: FLAGS (None = not given), the environment, CONFIG (a
+    TOML file that must exist; default /etc/tandem/tandem.toml if present).
+    A ConfigError names the file and every bad key."""
+    if config is not None and not os.path.isfile(config):
+        raise ConfigError(f"config file {config} does not exist")
+    path = config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        return FromFile(**{k: v for k, v in flags.items() if v is not None})
+    except Exception as err:  # pydantic ValidationError, tomllib.TOMLDecodeError
+        raise ConfigError(f"{path or 'settings'}: {_describe(err)}") from None
+
+
+def _describe(err: Exception) -> str:
+    errors = getattr(err, "errors", None)
+    if not callable(errors):
+        return str(err)
+    parts = []
+    for problem in errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "settings"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,403 @@
+"""The per-host supervisor: runtime events in, one worker process per container out.
+
+Runtime adapters run in threads and put their messages into one bounded
+asyncio queue (a full queue makes them wait). This loop is the only reader of
+that queue and the only writer of every container's ``Entry``:
+
+- ``policy.plan`` turns a container (labels, config rules, API override) into
+  the ``ContainerSpec`` its worker runs, or an error kept on its state;
+- ``lifecycle.transition`` decides start / stop / restart after backoff / halt;
+- ``process.WorkerProcess`` runs the worker and feeds its status lines back.
+
+A ``Listing`` (sent by a runtime at every (re)connect) is reconciled: workers
+start for running containers that lack one, and stop for containers that are
+gone. Stop (SIGTERM on ``tandem serve``) stops every worker, waits for their
+flush, and returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from orchestrator import budget, lifecycle
+from orchestrator.lifecycle import Act, Event, Life, Phase
+from orchestrator.policy import PolicyError, plan
+from orchestrator.process import WorkerProcess
+from orchestrator.runtimes import Action, Container, ContainerEvent, Listing, Message, Runtime, RuntimeState
+from orchestrator.settings import ContainerPolicy, Settings
+from orchestrator.state import PairView, Registry, WorkerView
+from workers.spec import ContainerSpec, StatusReport
+
+log = logging.getLogger("tandem.supervisor")
+
+QUEUE_SIZE = 1024
+TICK = 0.25
+BUDGET_EVERY = 5.0
+
+
+@dataclass
+class Entry:
+    """One container the supervisor syncs (or tried to)."""
+
+    container: Container
+    spec: ContainerSpec | None = None
+    life: Life = field(default_factory=Life)
+    process: WorkerProcess | None = None
+    pairs: dict[str, PairView] = field(default_factory=dict)
+    destroyed: bool = False
+    started_wall: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Exited:
+    name: str
+    process: WorkerProcess
+    code: int
+
+
+@dataclass(frozen=True)
+class _Report:
+    name: str
+    process: WorkerProcess
+    report: StatusReport
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        runtimes: list[Runtime],
+        overrides: dict[str, ContainerPolicy] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.runtimes = runtimes
+        self.overrides = dict(overrides or {})
+        self.timing = lifecycle.Timing(
+            stop_timeout=settings.stop_timeout,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            restart_delay=settings.restart_delay,
+            restart_delay_max=settings.restart_delay_max,
+            healthy_after=settings.healthy_after,
+        )
+        self.entries: dict[str, Entry] = {}
+        self.runtime_states: dict[str, dict[str, Any]] = {}
+        self.registry = Registry(settings.state_dir)
+        self.limits = budget.read_limits()
+        self._inotify: dict[str, Any] = {}
+        self._warned: set[str] = set()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_runtimes = threading.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dirty = True
+
+    # -- entry ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Supervise until STOP is set; then stop every worker (they flush) and return 0."""
+        self._loop = asyncio.get_running_loop()
+        for directory in ("workers", "logs"):
+            (self.settings.state_dir / directory).mkdir(parents=True, exist_ok=True)
+        threads = [self._start_runtime(r) for r in self.runtimes]
+        next_budget = 0.0
+        try:
+            while not stop.is_set():
+                await self._pump(TICK)
+                now = time.monotonic()
+                self._tick(now)
+                if now >= next_budget:
+                    next_budget = now + BUDGET_EVERY
+                    self._check_budget()
+                self._publish()
+        finally:
+            self._stop_runtimes.set()
+            await self._shutdown()
+            for thread in threads:
+                await asyncio.to_thread(thread.join, 5)
+        return 0
+
+    def _start_runtime(self, runtime: Runtime) -> threading.Thread:
+        def emit(message: Message) -> None:
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(self._queue.put(message), self._loop)
+            with contextlib.suppress(Exception):
+                future.result()  # a full queue makes the runtime wait
+
+        def body() -> None:
+            try:
+                runtime.run(emit, self._stop_runtimes)
+            except Exception:
+                log.exception("runtime %s crashed", runtime.name)
+
+        self.runtime_states[runtime.name] = {"connected": False, "message": "connecting"}
+        thread = threading.Thread(target=body, name=f"runtime-{runtime.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def post(self, message: Message) -> None:
+        """Give the loop a message from its own thread (tests, the LXC hook server)."""
+        self._queue.put_nowait(message)
+
+    async def _pump(self, timeout: float) -> None:
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return
+        while True:
+            self._handle(item)
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+
+    # -- messages -------------------------------------------------------------
+
+    def _handle(self, item: Any) -> None:
+        self._dirty = True
+        if isinstance(item, _Report):
+            self._on_report(item)
+        elif isinstance(item, _Exited):
+            self._on_exit(item)
+        elif isinstance(item, Listing):
+            self._reconcile(item)
+        elif isinstance(item, ContainerEvent):
+            self._on_event(item)
+        elif isinstance(item, RuntimeState):
+            self._on_runtime(item)
+
+    def _on_runtime(self, state: RuntimeState) -> None:
+        self.runtime_states[state.runtime] = {"connected": state.connected, "message": state.message}
+        if state.connected:
+            log.info("runtime %s connected", state.runtime)
+        else:
+            log.warning("runtime %s not available: %s", state.runtime, state.message)
+
+    def _reconcile(self, listing: Listing) -> None:
+        running = {c.name for c in listing.containers}
+        log.info("runtime %s lists %d running containers", listing.runtime, len(running))
+        for container in listing.containers:
+            self._started(container)
+        for name, entry in list(self.entries.items()):
+            if entry.container.runtime == listing.runtime and name not in running:
+                self._stopped(name)
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        log.debug("%s: %s %s", event.runtime, event.action, event.name)
+        if event.action is Action.STARTED and event.container is not None:
+            self._started(event.container)
+        elif event.action is Action.STOPPED:
+            self._stopped(event.name)
+        elif event.action is Action.DESTROYED:
+            if event.name in self.entries:
+                self.entries[event.name].destroyed = True
+                self._stopped(event.name)
+        elif event.action is Action.RENAMED:
+            self._renamed(event.old_name, event.name)
+
+    def _started(self, container: Container) -> None:
+        name = container.name
+        entry = self.entries.get(name)
+        if entry is not None and entry.container.runtime != container.runtime:
+            log.error(
+                "%s: the name is used by both %s and %s", name, entry.container.runtime, container.runtime
+            )
+            return
+        try:
+            spec = plan(container, self.settings, self.overrides.get(name), parent_pid=os.getpid())
+        except PolicyError as err:
+            log.error("%s: %s", name, err)
+            entry = self.entries.setdefault(name, Entry(container))
+            entry.container = container
+            self._transition(entry, Event.INVALID, reason=str(err))
+            return
+        if spec is None:
+            if entry is not None:  # no longer to be synced
+                self._transition(entry, Event.STOP)
+            return
+        if entry is None:
+            entry = self.entries[name] = Entry(container)
+        changed = entry.spec is not None and entry.spec != spec
+        entry.container, entry.spec, entry.destroyed = container, spec, False
+        if changed and entry.life.process:
+            log.info("%s: configuration changed: restarting its worker", name)
+            self._transition(entry, Event.STOP)
+        self._transition(entry, Event.START)
+
+    def _stopped(self, name: str) -> None:
+        entry = self.entries.get(name)
+        if entry is not None:
+            self._transition(entry, Event.STOP)
+
+    def _renamed(self, old: str, new: str) -> None:
+        """A new name is a new identity (its destination has the name in it): the
+        old worker flushes under the old name and is forgotten, a new one starts."""
+        entry = self.entries.get(old)
+        if entry is None:
+            return
+        was_running = entry.life.want
+        entry.destroyed = True
+        self._transition(entry, Event.STOP)
+        if was_running:
+            self._started(replace(entry.container, name=new))
+
+    def refresh(self, name: str) -> None:
+        """Re-plan a container (its API override changed)."""
+        entry = self.entries.get(name)
+        if entry is not None and entry.life.want:
+            self._started(entry.container)
+
+    # -- workers --------------------------------------------------------------
+
+    def _on_report(self, item: _Report) -> None:
+        entry = self.entries.get(item.name)
+        if entry is None or entry.process is not item.process:
+            return
+        report = item.report
+        pair = entry.pairs.get(report.label)
+        if pair is not None:
+            entry.pairs[report.label] = pair.updated(report)
+        if report.degraded and report.label not in self._warned:
+            self._warned.add(report.label)
+            log.warning("%s: %s: falling back to periodic rescans", report.label, report.degraded)
+        self._transition(entry, Event.REPORT)
+
+    def _on_exit(self, item: _Exited) -> None:
+        entry = self.entries.get(item.name)
+        if entry is None or entry.process is not item.process:
+            return
+        entry.process = None
+        level = logging.INFO if item.code == 0 else logging.WARNING
+        log.log(level, "%s: worker %s exited %d", item.name, item.process.pid, item.code)
+        self._transition(entry, Event.EXITED, code=item.code)
+
+    def _tick(self, now: float) -> None:
+        for entry in list(self.entries.values()):
+            self._transition(entry, Event.TICK, now=now)
+
+    def _transition(
+        self, entry: Entry, event: Event, *, code: int = 0, reason: str = "", now: float | None = None
+    ) -> None:
+        before = entry.life
+        life, acts = lifecycle.transition(
+            entry.life, event, time.monotonic() if now is None else now, self.timing, code=code, reason=reason
+        )
+        entry.life = life
+        if life != before:
+            self._dirty = True
+            if life.phase is not before.phase:
+                why = f" ({life.reason})" if life.reason else ""
+                log.info("%s: %s -> %s%s", entry.container.name, before.phase, life.phase, why)
+        for act in acts:
+            self._act(entry, act)
+        if not life.process and entry.destroyed and life.phase in (Phase.STOPPED, Phase.FAILED, Phase.HALTED):
+            self._forget(entry)
+
+    def _forget(self, entry: Entry) -> None:
+        for key, value in list(self.entries.items()):
+            if value is entry:
+                del self.entries[key]
+
+    def _act(self, entry: Entry, act: Act) -> None:
+        if act is Act.SPAWN:
+            self._spawn(entry)
+        elif entry.process is not None:
+            if act is Act.TERMINATE:
+                entry.process.terminate()
+            else:
+                entry.process.kill()
+
+    def _spawn(self, entry: Entry) -> None:
+        assert entry.spec is not None and entry.process is None
+        spec = entry.spec
+        name = entry.container.name
+        entry.pairs = {p.name: PairView(p.name, p.source, p.dest) for p in spec.pairs}
+        entry.started_wall = time.time()
+
+        def on_report(report: StatusReport) -> None:
+            self._queue.put_nowait(_Report(name, process, report))
+
+        process = WorkerProcess(spec, self.settings.state_dir / "logs" / f"{name}.log", on_report)
+        entry.process = process
+        log.info("%s: starting a worker for %d mounts", name, len(spec.pairs))
+
+        async def body() -> None:
+            try:
+                code = await process.run(self.timing.stop_timeout + self.timing.kill_grace)
+            except Exception as err:
+                log.error("%s: cannot start a worker: %s", name, err)
+                code = 1
+            await self._queue.put(_Exited(name, process, code))
+
+        task = asyncio.get_running_loop().create_task(body())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- shutdown ----------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """Stop every worker (they flush), wait for them all, KILL at the deadline."""
+        for entry in self.entries.values():
+            self._transition(entry, Event.STOP)
+        while any(e.process is not None for e in self.entries.values()):
+            await self._pump(TICK)
+            self._tick(time.monotonic())
+            self._publish()
+        self._dirty = True
+        self._publish()
+
+    # -- reporting ---------------------------------------------------------------
+
+    def _check_budget(self) -> None:
+        watches = {
+            label: pair.watches
+            for e in self.entries.values()
+            if e.process is not None
+            for label, pair in e.pairs.items()
+        }
+        degraded = {
+            label: pair.degraded
+            for e in self.entries.values()
+            if e.process is not None
+            for label, pair in e.pairs.items()
+            if pair.degraded
+        }
+        result = budget.assess(self.limits, watches, len(watches), self.settings.inotify_warn, degraded)
+        for warning in result.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                log.warning("%s", warning)
+        self._inotify = result.as_dict()
+        self._dirty = True
+
+    def _publish(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        views = {}
+        for key, entry in self.entries.items():
+            views[key] = WorkerView(
+                container=key,
+                runtime=entry.container.runtime,
+                phase=entry.life.phase.value,
+                reason=entry.life.reason,
+                pid=entry.process.pid if entry.process is not None else None,
+                restarts=entry.life.restarts,
+                started_at=entry.started_wall,
+                pairs=tuple(entry.pairs.values()),
+            )
+        self.registry.publish(views, self.runtime_states, self._inotify)
+
+
+def install_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT only set STOP (the loop does the rest)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,134 @@
+"""Which container syncs what and where: the layered policy, as tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.policy import PolicyError, from_labels, plan
+from orchestrator.runtimes import Container, Mount
+from orchestrator.settings import ContainerPolicy, Rule, Settings
+
+DATA = Mount("data", "/v/data", "/data", "volume")
+CONF = Mount("etc-app", "/v/conf", "/etc/app", "bind")
+LAYER = Mount("rootfs", "/v/upper", "/", "layer")
+
+
+def settings(**kw: object) -> Settings:
+    base: dict[str, object] = {"host": "h1", "state_dir": Path("/st"), "docker": False, "lxd": False}
+    base.update(kw)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+def web(labels: dict[str, str] | None = None, mounts: tuple[Mount, ...] = (DATA, CONF)) -> Container:
+    return Container("docker", "web", "id1", labels or {}, mounts, (LAYER,))
+
+
+ON = {"tandem.enable": "true", "tandem.dest": "/b/{host}/{container}/{mount}"}
+
+
+def test_not_opted_in_is_none() -> None:
+    assert plan(web(), settings()) is None
+    assert plan(web({"tandem.enable": "false", "tandem.dest": "/x/{mount}"}), settings()) is None
+
+
+def test_labels_give_one_pair_per_mount() -> None:
+    spec = plan(web(ON), settings(), parent_pid=42)
+    assert spec is not None
+    assert spec.name == "web" and spec.pid_file == "/st/workers/web.pid"
+    assert [(p.source, p.dest, p.label) for p in spec.pairs] == [
+        ("/v/data", "/b/h1/web/data", "web/data"),
+        ("/v/conf", "/b/h1/web/etc-app", "web/etc-app"),
+    ]
+    pair = spec.pairs[0]
+    assert pair.json_status and pair.parent_pid == 42 and pair.delay == 1.0
+    assert "--mkpath" in pair.rsync_arg
+
+
+def test_paths_select_mounts_and_the_layer() -> None:
+    spec = plan(web({**ON, "tandem.paths": "/, /data"}), settings())
+    assert spec is not None
+    assert [p.source for p in spec.pairs] == ["/v/upper", "/v/data"]
+
+
+def test_precedence_override_over_labels_over_rules_over_defaults() -> None:
+    s = settings(
+        defaults=ContainerPolicy(dest="/d/{container}/{mount}", delay=5),
+        rules=(Rule(match="w*", enable=True, delay=3), Rule(match="x*", delay=9)),
+    )
+    assert plan(web(), s).pairs[0].delay == 3  # type: ignore[union-attr]
+    assert plan(web({"tandem.delay": "2"}), s).pairs[0].delay == 2  # type: ignore[union-attr]
+    override = ContainerPolicy(delay=0.5, exclude=(r"\.tmp$",))
+    pair = plan(web({"tandem.delay": "2"}), s, override).pairs[0]  # type: ignore[union-attr]
+    assert (pair.delay, pair.exclude, pair.dest) == (0.5, (r"\.tmp$",), "/d/web/data")
+    assert plan(web(), s, ContainerPolicy(enable=False)) is None
+
+
+def test_rules_match_runtime() -> None:
+    s = settings(
+        defaults=ContainerPolicy(dest="/d/{mount}"), rules=(Rule(match="*", runtime="lxd", enable=True),)
+    )
+    assert plan(web(), s) is None
+
+
+def test_exclude_list_as_json_keeps_commas() -> None:
+    policy = from_labels({"tandem.exclude": r'["a{1,3}", "\\.swp$"]'})
+    assert policy.exclude == ("a{1,3}", r"\.swp$")
+    assert from_labels({"tandem.exclude": "cache/, tmp/"}).exclude == ("cache/", "tmp/")
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"tandem.enable": "maybe"}, "tandem.enable"),
+        ({"tandem.delay": "soon"}, "tandem.delay"),
+        ({"tandem.delay": "-1"}, "tandem.delay"),
+        ({"tandem.dets": "/x"}, "unknown label 'tandem.dets'"),
+        ({"tandem.exclude": "(["}, "bad regex"),
+        ({"tandem.split-brain": "coin"}, "split-brain"),
+        ({"tandem.paths": "data"}, "not an absolute container path"),
+        ({"tandem.exclude": "[1]"}, "JSON list of strings"),
+    ],
+)
+def test_bad_labels_say_what_is_wrong(labels: dict[str, str], message: str) -> None:
+    with pytest.raises(PolicyError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        plan(web({**ON, **labels}), settings())
+
+
+@pytest.mark.parametrize(
+    ("labels", "mounts", "message"),
+    [
+        ({"tandem.dest": ""}, (DATA,), "no destination"),
+        ({"tandem.dest": "/b/{container}"}, (DATA, CONF), "has no {mount}"),
+        ({"tandem.dest": "/b/{nope}/{mount}"}, (DATA,), "unknown placeholder {nope}"),
+        ({"tandem.dest": "/b/{mount"}, (DATA,), "destination template"),
+        ({"tandem.dest": "rel/{mount}"}, (DATA,), "absolute path"),
+        ({"tandem.paths": "/srv"}, (DATA,), "/srv not a mount of web"),
+        ({}, (), "no volume or bind mount"),
+    ],
+)
+def test_unusable_configuration(labels: dict[str, str], mounts: tuple[Mount, ...], message: str) -> None:
+    with pytest.raises(PolicyError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        plan(web({**ON, **labels}, mounts), settings())
+
+
+def test_ssh_destination_and_rsh() -> None:
+    spec = plan(
+        web({**ON, "tandem.dest": "backup:/srv/{host}/{container}/{mount}"}), settings(rsh="ssh -p 2222")
+    )
+    assert spec is not None
+    assert spec.pairs[0].dest == "backup:/srv/h1/web/data" and spec.pairs[0].rsh == "ssh -p 2222"
+
+
+def test_colliding_mount_names_are_refused() -> None:
+    a = Mount("a-b", "/v/1", "/a-b", "volume")
+    b = Mount("a-b", "/v/2", "/a/b", "volume")
+    with pytest.raises(PolicyError, match="one destination"):
+        plan(web(ON, (a, b)), settings())
+
+
+def test_odd_container_names_are_refused() -> None:
+    odd = Container("lxc", "../etc", "x", ON, (DATA,))
+    with pytest.raises(PolicyError, match="cannot be used in a path"):
+        plan(odd, settings())

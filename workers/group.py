@@ -1,0 +1,74 @@
+"""One worker process for one container: a ``Worker`` loop per SOURCE/DEST pair.
+
+Each pair runs in a thread of its own (its own watcher, batcher and handler);
+the main thread owns the signals and forwards them to every pair. When one pair
+ends (a halt, a failure, a clean stop), the others are asked to flush and stop,
+so the process lives and dies as one; its exit code is the worst of the pairs'.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from workers.runner import Worker
+from workers.spec import ContainerSpec, ExitCode, worst_exit
+from workers.status import PidFileBusy, claim_pid_file, remove_quietly
+
+log = logging.getLogger("tandem.worker")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
+
+
+def run_group(spec: ContainerSpec) -> int:
+    if spec.pid_file:
+        try:
+            claim_pid_file(spec.pid_file)
+        except (PidFileBusy, OSError) as err:
+            log.error("%s", err)
+            return int(ExitCode.CONFIG)
+    try:
+        return _run(spec)
+    finally:
+        remove_quietly(spec.pid_file)
+
+
+def _run(spec: ContainerSpec) -> int:
+    workers = [Worker(pair) for pair in spec.pairs]
+    codes: dict[int, int] = {}
+    ended = threading.Event()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            worker.signal(signum)  # only queues
+
+    for sig in SIGNALS:
+        signal.signal(sig, forward)
+
+    def body(index: int) -> None:
+        codes[index] = workers[index].run()
+        ended.set()
+
+    threads = [
+        threading.Thread(target=body, args=(i,), name=w.spec.name, daemon=True) for i, w in enumerate(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    stopping = False
+    while any(t.is_alive() for t in threads):
+        ended.wait(0.25)
+        ended.clear()
+        if codes and not stopping:
+            stopping = True
+            first = next(iter(codes.items()))
+            if len(workers) > 1:
+                log.info(
+                    "pair %s ended (exit %d): stopping the others", workers[first[0]].spec.name, first[1]
+                )
+            for other, worker in enumerate(workers):
+                if other not in codes:
+                    worker.request_stop()
+    for thread in threads:
+        thread.join()
+    return int(worst_exit(list(codes.values())))
