@@ -40,12 +40,14 @@ class ContainerPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    enable: bool | None = None
+    enable: bool | None = Field(None, description="sync this container (true/false)")
     dest: str | None = Field(None, description="destination template: {host} {container} {mount} {runtime}")
     paths: tuple[str, ...] | None = Field(None, description="container paths to sync ('/' = root fs)")
     exclude: tuple[str, ...] | None = Field(None, description="regexes of paths never synced")
     delay: float | None = Field(None, ge=0, le=86400, description="collect window (s)")
-    split_brain: SplitBrain | None = Field(None, alias="split-brain")
+    split_brain: SplitBrain | None = Field(
+        None, alias="split-brain", description="newest, local, remote, keep-both or manual"
+    )
     max_lag: float | None = Field(None, alias="max-lag", gt=0, description="lag SLO (s) for health")
 
     @field_validator("paths")
@@ -108,7 +110,9 @@ class Settings(BaseSettings):
     restart_delay_max: float = Field(60.0, gt=0, description="longest restart backoff (s)")
     healthy_after: float = Field(60.0, gt=0, description="a worker up this long resets its backoff")
     inotify_warn: float = Field(0.8, gt=0, le=1, description="warn above this share of the inotify limits")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error (supervisor and workers)"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -137,8 +137,8 @@ class Serve:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(name="serve")
+def serve_fixture(tmp_path: Path) -> Iterator[Any]:
     """Start supervisors: ``serve(config_text, *args)``; all cleaned up by PID."""
     made: list[Serve] = []
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.docs import sync_options_table
+import pytest
+
+from orchestrator.docs import BLOCKS, generated
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_options_table_matches_the_cli() -> None:
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_readme_generated_tables_match_the_code(block: str) -> None:
     text = README.read_text()
-    start = text.index("<!-- options:start")
-    start = text.index("\n", start) + 1
-    end = text.index("<!-- options:end -->")
-    assert text[start:end] == sync_options_table(), "run: python -m orchestrator.docs"
+    start, end = generated(text, block)
+    assert text[start:end] == BLOCKS[block](), "run: python -m orchestrator.docs"
 
 
 def test_readme_names_every_exit_code_and_status_word() -> None:

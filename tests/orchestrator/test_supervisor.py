@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, tree, wait_until
-from tests.serve import lxc_hook, serve  # noqa: F401
+from tests.serve import lxc_hook, serve_fixture  # noqa: F401
 
 pytestmark = pytest.mark.real
 
@@ -48,7 +48,7 @@ def args() -> tuple[str, ...]:
     return ("--no-docker", "--no-lxd", "--host", "h1")
 
 
-def test_start_syncs_stop_flushes(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_start_syncs_stop_flushes(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     root = rootfs(tmp_path, "c1")
@@ -64,7 +64,7 @@ def test_start_syncs_stop_flushes(tmp_path: Path, serve) -> None:  # noqa: F811
     assert tree(dest(tmp_path, "c1")) == tree(root)  # the final flush happened before "stopped"
 
 
-def test_changes_arrive_within_a_second(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_changes_arrive_within_a_second(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     root = rootfs(tmp_path, "c1")
@@ -76,7 +76,7 @@ def test_changes_arrive_within_a_second(tmp_path: Path, serve) -> None:  # noqa:
     assert time.monotonic() - start < 2
 
 
-def test_killed_worker_is_restarted_and_converges(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_killed_worker_is_restarted_and_converges(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     root = rootfs(tmp_path, "c1")
@@ -90,7 +90,7 @@ def test_killed_worker_is_restarted_and_converges(tmp_path: Path, serve) -> None
     wait_until(lambda: tree(dest(tmp_path, "c1")) == tree(root), 10, "converged")
 
 
-def test_hung_worker_is_killed_and_restarted(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_hung_worker_is_killed_and_restarted(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     root = rootfs(tmp_path, "c1")
@@ -106,7 +106,7 @@ def test_hung_worker_is_killed_and_restarted(tmp_path: Path, serve) -> None:  # 
     assert "hung" in s.log_tail(200)
 
 
-def test_safety_halt_is_not_restarted(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_safety_halt_is_not_restarted(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     root = rootfs(tmp_path, "c1")
@@ -119,7 +119,7 @@ def test_safety_halt_is_not_restarted(tmp_path: Path, serve) -> None:  # noqa: F
     assert s.worker("c1")["state"] == "halted" and s.worker("c1")["restarts"] == 0
 
 
-def test_bad_labels_fail_that_container_only(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_bad_labels_fail_that_container_only(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     good, bad = rootfs(tmp_path, "good"), rootfs(tmp_path, "bad")
@@ -132,7 +132,7 @@ def test_bad_labels_fail_that_container_only(tmp_path: Path, serve) -> None:  # 
     assert not dest(tmp_path, "bad").exists()
 
 
-def test_not_opted_in_is_not_synced(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_not_opted_in_is_not_synced(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     lxc_hook(s.state_dir, "quiet", "start-host", rootfs(tmp_path, "quiet"))
@@ -141,7 +141,7 @@ def test_not_opted_in_is_not_synced(tmp_path: Path, serve) -> None:  # noqa: F81
     assert s.worker("quiet") == {}
 
 
-def test_sigterm_flushes_every_worker_and_exits_0(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_sigterm_flushes_every_worker_and_exits_0(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     roots = {n: rootfs(tmp_path, n) for n in ("a", "b")}
@@ -160,7 +160,7 @@ def test_sigterm_flushes_every_worker_and_exits_0(tmp_path: Path, serve) -> None
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
-def test_config_rules_enable_by_name(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_config_rules_enable_by_name(tmp_path: Path, serve) -> None:
     rules = '[[rules]]\nmatch = "db-*"\nenable = true\ndelay = 0.1\n'
     s = serve(config(tmp_path) + rules, *args())
     s.wait_runtime("lxc")
@@ -170,7 +170,7 @@ def test_config_rules_enable_by_name(tmp_path: Path, serve) -> None:  # noqa: F8
     assert s.worker("web-1") == {}
 
 
-def test_second_supervisor_on_one_state_dir_is_refused(tmp_path: Path, serve) -> None:  # noqa: F811
+def test_second_supervisor_on_one_state_dir_is_refused(tmp_path: Path, serve) -> None:
     s = serve(config(tmp_path), *args())
     s.wait_runtime("lxc")
     other = serve(config(tmp_path), *args(), state_dir=s.state_dir)
