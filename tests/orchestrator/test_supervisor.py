@@ -205,3 +205,28 @@ def test_bad_config_is_refused_clearly(tmp_path: Path, text: str, message: str) 
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_inotify_budget_warns_and_a_degraded_worker_is_reported(tmp_path: Path, serve) -> None:
+    from tests.workers.test_inotify_limits import sysctl
+
+    s = serve(config(tmp_path, "inotify_warn = 0.00001"), *args())
+    s.wait_runtime("lxc")
+    root = rootfs(tmp_path, "c1")
+    lxc_hook(s.state_dir, "c1", "start-host", root, ON)
+    s.wait_state("c1", "running")
+
+    def warnings() -> list[str]:
+        return list(s.state().get("inotify", {}).get("warnings", []))
+
+    wait_until(lambda: any("max_user_watches" in w for w in warnings()), 15, "budget warning")
+    assert s.state()["inotify"]["watches"] >= 2  # rootfs and rootfs/etc
+    with sysctl("max_user_watches", 1):
+        lxc_hook(s.state_dir, "c2", "start-host", rootfs(tmp_path, "c2"), ON)
+        s.wait_state("c2", "running")
+    pair = s.worker("c2")["pairs"][0]
+    assert "periodic" in pair["degraded"] or "watch" in pair["degraded"], pair
+    wait_until(lambda: any(w.startswith("c2/rootfs:") for w in warnings()), 15, "degraded warning")
+    wait_until(
+        lambda: tree(dest(tmp_path, "c2")) == tree(tmp_path / "lxc" / "c2" / "rootfs"), 10, "synced anyway"
+    )
