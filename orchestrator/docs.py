@@ -47,7 +47,10 @@ def settings_table() -> str:
 def policy_table() -> str:
     from orchestrator.settings import BUILTIN, ContainerPolicy
 
-    rows = ["| key | label (Docker) / config key (LXD) | built-in default | meaning |", "| --- | --- | --- | --- |"]
+    rows = [
+        "| key | label (Docker) / config key (LXD) | built-in default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
     for name, field in ContainerPolicy.model_fields.items():
         key = field.alias or name
         value = getattr(BUILTIN, name)

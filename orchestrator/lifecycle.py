@@ -140,7 +140,8 @@ def _exited(life: Life, now: float, timing: Timing, code: int) -> tuple[Life, tu
             return _spawned(life, now)
         if life.invalid:
             return replace(life, phase=Phase.FAILED, kill_at=None, reason=life.invalid, invalid=""), ()
-        return replace(life, phase=Phase.STOPPED, kill_at=None, reason="" if code == 0 else life.reason or why), ()
+        reason = "" if code == 0 else life.reason or why
+        return replace(life, phase=Phase.STOPPED, kill_at=None, reason=reason), ()
     if life.phase is not Phase.RUNNING:
         return life, ()
     why = life.reason or why  # a hung worker we killed says so

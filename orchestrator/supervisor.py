@@ -142,10 +142,6 @@ class Supervisor:
         thread.start()
         return thread
 
-    def post(self, message: Message) -> None:
-        """Give the loop a message from its own thread (tests, the LXC hook server)."""
-        self._queue.put_nowait(message)
-
     async def _pump(self, timeout: float) -> None:
         try:
             item = await asyncio.wait_for(self._queue.get(), timeout)
@@ -247,12 +243,6 @@ class Supervisor:
         self._transition(entry, Event.STOP)
         if was_running:
             self._started(replace(entry.container, name=new))
-
-    def refresh(self, name: str) -> None:
-        """Re-plan a container (its API override changed)."""
-        entry = self.entries.get(name)
-        if entry is not None and entry.life.want:
-            self._started(entry.container)
 
     # -- workers --------------------------------------------------------------
 
