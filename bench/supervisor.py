@@ -39,6 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import docker  # noqa: E402
+
 from tests.dockerd import DockerDaemon  # noqa: E402  (the same private dockerd the tests use)
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -239,10 +241,11 @@ def start_to_first_byte(tool: Any, daemon: DockerDaemon, n: int, prefix: str) ->
 
 def many_at_once(tool: Tandem, daemon: DockerDaemon, many: int) -> dict[str, Any]:
     names = [f"m{i:03d}" for i in range(many)]
+    client = docker.DockerClient(base_url=daemon.host, timeout=600)  # 100 starts at once take a while
     begin = time.monotonic()
     threads = [
         threading.Thread(
-            target=daemon.client.containers.run,
+            target=client.containers.run,
             args=("tiny:latest", list(WRITE_FIRST)),
             kwargs=dict(
                 name=n, detach=True, init=True, volumes=[f"{n}-v:/data"], labels={"tandem.enable": "true"}
@@ -254,6 +257,7 @@ def many_at_once(tool: Tandem, daemon: DockerDaemon, many: int) -> dict[str, Any
         t.start()
     for t in threads:
         t.join()
+    client.close()
     started = time.monotonic() - begin
     pending = set(names)
     end = time.monotonic() + 180
