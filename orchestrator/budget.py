@@ -27,7 +27,7 @@ class Budget:
     watches: int
     instances: int
     limits: Limits
-    warnings: tuple[str, ...]
+    warnings: tuple[tuple[str, str], ...]  # (what it is about, text)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -35,7 +35,7 @@ class Budget:
             "max_user_watches": self.limits.max_user_watches,
             "instances": self.instances,
             "max_user_instances": self.limits.max_user_instances,
-            "warnings": list(self.warnings),
+            "warnings": [text for _, text in self.warnings],
         }
 
 
@@ -55,18 +55,24 @@ def assess(
     """The budget for WATCHES per worker and INSTANCES in use; a warning above
     the WARN share of a limit, and one per degraded worker."""
     used = sum(watches.values())
-    warnings = []
+    warnings: list[tuple[str, str]] = []
     if limits.max_user_watches and used >= warn * limits.max_user_watches:
         top = ", ".join(f"{k} {v}" for k, v in sorted(watches.items(), key=lambda kv: -kv[1])[:3])
         warnings.append(
-            f"inotify watches {used} of fs.inotify.max_user_watches={limits.max_user_watches} "
-            f"(most: {top}); raise it with sysctl -w fs.inotify.max_user_watches=N"
+            (
+                "watches",
+                f"inotify watches {used} of fs.inotify.max_user_watches={limits.max_user_watches} "
+                f"(most: {top}); raise it with sysctl -w fs.inotify.max_user_watches=N",
+            )
         )
     if limits.max_user_instances and instances >= warn * limits.max_user_instances:
         warnings.append(
-            f"inotify instances {instances} of fs.inotify.max_user_instances={limits.max_user_instances} "
-            "(one per synced mount); raise it with sysctl -w fs.inotify.max_user_instances=N"
+            (
+                "instances",
+                f"inotify instances {instances} of fs.inotify.max_user_instances={limits.max_user_instances} "
+                "(one per synced mount); raise it with sysctl -w fs.inotify.max_user_instances=N",
+            )
         )
     for name, why in sorted(degraded.items()):
-        warnings.append(f"{name}: {why}; periodic rescans instead")
+        warnings.append((f"degraded:{name}", f"{name}: {why}; periodic rescans instead"))
     return Budget(used, instances, limits, tuple(warnings))

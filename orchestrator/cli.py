@@ -297,26 +297,41 @@ def lxc_hook(
         list[str] | None,
         typer.Option(help="tandem.KEY=VALUE for this container (as Docker labels). Repeatable."),
     ] = None,
-    state_dir: Annotated[Path, typer.Option(help="The supervisor's state directory.")] = Path(
-        "/var/lib/tandem"
-    ),
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="The supervisor's state directory (default: from TANDEM_STATE_DIR or --config)."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="The supervisor's TOML settings file.")] = None,
 ) -> None:
     """Tell the supervisor that a plain LXC container started or stopped
-    (lxc.hook.start-host / lxc.hook.post-stop). LXC appends NAME lxc TYPE."""
+    (lxc.hook.start-host / lxc.hook.post-stop). LXC appends NAME lxc TYPE.
+    Always exits 0: a sync problem must not keep the container from starting;
+    problems are printed (LXC logs a hook's output at debug level)."""
     from orchestrator.runtimes.lxc import HookError, hook
+    from orchestrator.settings import ConfigError, load
+
+    def problem(message: str) -> None:
+        typer.echo(f"tandem lxc-hook: {message}")
+        typer.echo(f"tandem lxc-hook: {message}", err=True)
 
     labels = {}
     for item in label or []:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith("tandem."):
-            typer.echo(f"tandem lxc-hook: --label {item!r} must be tandem.KEY=VALUE", err=True)
-            raise typer.Exit(ExitCode.CONFIG)
+            problem(f"--label {item!r} must be tandem.KEY=VALUE: ignored")
+            continue
         labels[key] = value
+    if state_dir is None:
+        try:
+            state_dir = load(str(config) if config else None).state_dir
+        except ConfigError as err:
+            problem(f"{err}: using /var/lib/tandem")
+            state_dir = Path("/var/lib/tandem")
     try:
         kind, name = hook(state_dir, list(ctx.args), os.environ, labels)
     except (HookError, OSError) as err:
-        typer.echo(f"tandem lxc-hook: {err}", err=True)
-        raise typer.Exit(ExitCode.CONFIG) from None
+        problem(f"not recorded: {err}")
+        return
     typer.echo(f"tandem lxc-hook: {name}: {kind} recorded")
 
 

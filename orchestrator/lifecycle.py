@@ -140,7 +140,8 @@ def _exited(life: Life, now: float, timing: Timing, code: int) -> tuple[Life, tu
             return _spawned(life, now)
         if life.invalid:
             return replace(life, phase=Phase.FAILED, kill_at=None, reason=life.invalid, invalid=""), ()
-        reason = "" if code == 0 else life.reason or why
+        # -SIGTERM: stopped before it had set up its handlers (nothing was sent yet).
+        reason = "" if code in (0, -15) else life.reason or why
         return replace(life, phase=Phase.STOPPED, kill_at=None, reason=reason), ()
     if life.phase is not Phase.RUNNING:
         return life, ()

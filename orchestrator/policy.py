@@ -23,6 +23,8 @@ from orchestrator.runtimes import Container, Mount
 from orchestrator.settings import BUILTIN, ContainerPolicy, Settings
 from workers.spec import ContainerSpec, Destination, WorkerSpec
 
+BUILTIN_DELAY = BUILTIN.delay or 1.0
+
 LABEL_KEYS = ("enable", "dest", "paths", "exclude", "delay", "split-brain", "max-lag")
 PLACEHOLDERS = ("host", "container", "mount", "runtime")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -86,21 +88,51 @@ def effective(container: Container, settings: Settings, override: ContainerPolic
 
 
 def render_dest(template: str, *, host: str, container: str, mount: str, runtime: str) -> str:
-    check_template(template)
-    return template.format(host=host, container=container, mount=mount, runtime=runtime)
+    """TEMPLATE with its placeholders filled in; plain names only, no format specs."""
+    values = {"host": host, "container": container, "mount": mount, "runtime": runtime}
+    out = []
+    for literal, name, spec, conversion in _parse(template):
+        out.append(literal)
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS or spec or conversion:
+            raise PolicyError(
+                f"destination template {template!r}: {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not one of "
+                f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+            )
+        out.append(values[name])
+    return "".join(out)
 
 
-def check_template(template: str) -> None:
+def _parse(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        return list(string.Formatter().parse(template))
     except ValueError as err:
         raise PolicyError(f"destination template {template!r}: {err}") from None
-    for name in fields:
-        if name not in PLACEHOLDERS:
-            raise PolicyError(
-                f"destination template {template!r}: unknown placeholder {{{name}}} "
-                f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
-            )
+
+
+def check_dest(dest: str, roots: tuple[str, ...]) -> Destination:
+    """DEST parsed; refused when it climbs with '..', names an odd ssh peer, or
+    (with ROOTS set) lies outside every allowed root."""
+    try:
+        parsed = Destination.parse(dest)
+    except ValueError as err:
+        raise PolicyError(str(err)) from None
+    if parsed.kind == "local" and not os.path.isabs(dest):
+        raise PolicyError(f"destination {dest!r} must be an absolute path, host:/path or rsync://")
+    if ".." in parsed.path.split("/"):
+        raise PolicyError(f"destination {dest!r} may not contain '..'")
+    if parsed.host.startswith("-") or parsed.user.startswith("-"):
+        raise PolicyError(f"destination {dest!r}: a host or user may not start with '-'")
+    if roots and not any(_under(str(parsed), root) for root in roots):
+        raise PolicyError(f"destination {dest!r} is outside the allowed dest_roots: {', '.join(roots)}")
+    return parsed
+
+
+def _under(dest: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return dest == root or dest.startswith(root + "/")
 
 
 def select_mounts(container: Container, paths: tuple[str, ...] | None) -> tuple[Mount, ...]:
@@ -153,16 +185,14 @@ def plan(
             mount=mount.name,
             runtime=container.runtime,
         )
-        parsed = Destination.parse(dest)
-        if parsed.kind == "local" and not os.path.isabs(dest):
-            raise PolicyError(f"destination {dest!r} must be an absolute path, host:/path or rsync://")
+        check_dest(dest, settings.dest_roots)
         try:
             pairs.append(
                 WorkerSpec(
                     source=mount.source,
                     dest=dest,
                     label=f"{container.name}/{mount.name}",
-                    delay=policy.delay if policy.delay is not None else 1.0,
+                    delay=policy.delay if policy.delay is not None else BUILTIN_DELAY,
                     exclude=policy.exclude or (),
                     rsh=settings.rsh,
                     rsync_arg=("--mkpath", *settings.rsync_args),

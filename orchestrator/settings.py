@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     lxd: bool = Field(True, description="follow the LXD daemon")
     lxd_socket: str | None = Field(None, description="LXD unix socket (default: LXD's own)")
     lxd_dir: str = Field("/var/lib/lxd", description="LXD's directory (storage pools under it)")
+    dest_roots: tuple[str, ...] = Field(
+        (),
+        description="if set, every destination (local path, host:/path) must lie under one of these",
+    )
     rsh: str | None = Field(None, description="remote shell for ssh destinations, e.g. 'ssh -i KEY'")
     rsync_args: tuple[str, ...] = Field((), description="extra rsync arguments for every worker")
     heartbeat: float = Field(5.0, gt=0, description="seconds between worker heartbeats")
@@ -113,6 +117,17 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning or error (supervisor and workers)"
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.heartbeat * 2 > self.heartbeat_timeout:
+            raise ValueError(
+                f"heartbeat_timeout ({self.heartbeat_timeout}) must be at least "
+                f"twice heartbeat ({self.heartbeat})"
+            )
+        if self.restart_delay_max < self.restart_delay:
+            raise ValueError("restart_delay_max must not be below restart_delay")
+        return self
 
     @classmethod
     def settings_customise_sources(

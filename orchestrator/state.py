@@ -37,6 +37,7 @@ class PairView:
     last_error: str = ""
     watches: int = 0
     degraded: str = ""
+    reported: float = 0.0  # wall clock of the report these figures come from
 
     def updated(self, report: StatusReport) -> PairView:
         last_sync = report.ts if report.event == "sync" else self.last_sync
@@ -56,6 +57,7 @@ class PairView:
             last_error=report.last_error,
             watches=report.watches,
             degraded=report.degraded,
+            reported=report.ts,
         )
 
 

@@ -52,20 +52,21 @@ class Entry:
     life: Life = field(default_factory=Life)
     process: WorkerProcess | None = None
     pairs: dict[str, PairView] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)  # pair label -> last report (monotonic)
     destroyed: bool = False
     started_wall: float = 0.0
 
 
 @dataclass(frozen=True)
 class _Exited:
-    name: str
+    entry: Entry
     process: WorkerProcess
     code: int
 
 
 @dataclass(frozen=True)
 class _Report:
-    name: str
+    entry: Entry
     process: WorkerProcess
     report: StatusReport
 
@@ -93,7 +94,10 @@ class Supervisor:
         self.limits = budget.read_limits()
         self._inotify: dict[str, Any] = {}
         self._warned: set[str] = set()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
+        # Unbounded, so the loop's own messages never fail; runtime threads wait
+        # while it holds QUEUE_SIZE items (they are the ones that can flood it).
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_runtimes = threading.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -127,9 +131,10 @@ class Supervisor:
     def _start_runtime(self, runtime: Runtime) -> threading.Thread:
         def emit(message: Message) -> None:
             assert self._loop is not None
-            future = asyncio.run_coroutine_threadsafe(self._queue.put(message), self._loop)
-            with contextlib.suppress(Exception):
-                future.result()  # a full queue makes the runtime wait
+            while self._queue.qsize() >= QUEUE_SIZE and not self._stop_runtimes.is_set():
+                time.sleep(0.05)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: we are done
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
 
         def body() -> None:
             try:
@@ -158,6 +163,12 @@ class Supervisor:
 
     def _handle(self, item: Any) -> None:
         self._dirty = True
+        try:
+            self._dispatch(item)
+        except Exception:  # one bad message must not end supervision of the others
+            log.exception("error while handling %r", item)
+
+    def _dispatch(self, item: Any) -> None:
         if isinstance(item, _Report):
             self._on_report(item)
         elif isinstance(item, _Exited):
@@ -180,31 +191,38 @@ class Supervisor:
         running = {c.name for c in listing.containers}
         log.info("runtime %s lists %d running containers", listing.runtime, len(running))
         for container in listing.containers:
-            self._started(container)
+            self._started(container, fresh=False)
         for name, entry in list(self.entries.items()):
             if entry.container.runtime == listing.runtime and name not in running:
-                self._stopped(name)
+                self._stopped(name, listing.runtime)
 
     def _on_event(self, event: ContainerEvent) -> None:
         log.debug("%s: %s %s", event.runtime, event.action, event.name)
         if event.action is Action.STARTED and event.container is not None:
-            self._started(event.container)
+            self._started(event.container, fresh=True)
         elif event.action is Action.STOPPED:
-            self._stopped(event.name)
+            self._stopped(event.name, event.runtime)
         elif event.action is Action.DESTROYED:
-            if event.name in self.entries:
-                self.entries[event.name].destroyed = True
-                self._stopped(event.name)
+            entry = self._entry(event.name, event.runtime)
+            if entry is not None:
+                entry.destroyed = True
+                self._stopped(event.name, event.runtime)
         elif event.action is Action.RENAMED:
-            self._renamed(event.old_name, event.name)
+            self._renamed(event.old_name, event.name, event.runtime)
 
-    def _started(self, container: Container) -> None:
+    def _entry(self, name: str, runtime: str) -> Entry | None:
+        entry = self.entries.get(name)
+        return entry if entry is not None and entry.container.runtime == runtime else None
+
+    def _started(self, container: Container, *, fresh: bool) -> None:
+        """CONTAINER runs: plan its worker and start it. FRESH: a start event (a
+        halted or failed worker gets a new chance); else seen in a listing."""
+        if self._closing:
+            return
         name = container.name
         entry = self.entries.get(name)
         if entry is not None and entry.container.runtime != container.runtime:
-            log.error(
-                "%s: the name is used by both %s and %s", name, entry.container.runtime, container.runtime
-            )
+            log.error("%s: name used by both %s and %s", name, entry.container.runtime, container.runtime)
             return
         try:
             spec = plan(container, self.settings, self.overrides.get(name), parent_pid=os.getpid())
@@ -216,56 +234,60 @@ class Supervisor:
             return
         if spec is None:
             if entry is not None:  # no longer to be synced
+                entry.destroyed = True  # forgotten once its worker is gone
                 self._transition(entry, Event.STOP)
             return
         if entry is None:
             entry = self.entries[name] = Entry(container)
         changed = entry.spec is not None and entry.spec != spec
+        if not fresh and not changed and entry.life.phase in (Phase.HALTED, Phase.FAILED):
+            return  # a listing does not undo a halt
         entry.container, entry.spec, entry.destroyed = container, spec, False
         if changed and entry.life.process:
             log.info("%s: configuration changed: restarting its worker", name)
             self._transition(entry, Event.STOP)
         self._transition(entry, Event.START)
 
-    def _stopped(self, name: str) -> None:
-        entry = self.entries.get(name)
+    def _stopped(self, name: str, runtime: str) -> None:
+        entry = self._entry(name, runtime)
         if entry is not None:
             self._transition(entry, Event.STOP)
 
-    def _renamed(self, old: str, new: str) -> None:
-        """A new name is a new identity (its destination has the name in it): the
-        old worker flushes under the old name and is forgotten, a new one starts."""
-        entry = self.entries.get(old)
-        if entry is None:
+    def _renamed(self, old: str, new: str, runtime: str) -> None:
+        """The entry moves to the new name. Its destination and pid file carry the
+        name, so the spec changes: the old worker flushes and stops, then the new
+        one starts (never both at once)."""
+        entry = self._entry(old, runtime)
+        if entry is None or new in self.entries:
             return
-        was_running = entry.life.want
-        entry.destroyed = True
-        self._transition(entry, Event.STOP)
-        if was_running:
-            self._started(replace(entry.container, name=new))
+        del self.entries[old]
+        self.entries[new] = entry
+        entry.container = replace(entry.container, name=new)
+        if entry.life.want:
+            self._started(entry.container, fresh=True)
 
     # -- workers --------------------------------------------------------------
 
     def _on_report(self, item: _Report) -> None:
-        entry = self.entries.get(item.name)
-        if entry is None or entry.process is not item.process:
+        entry = item.entry  # by identity: a rename moves the entry to another key
+        if entry.process is not item.process:
             return
         report = item.report
         pair = entry.pairs.get(report.label)
-        if pair is not None:
-            entry.pairs[report.label] = pair.updated(report)
-        if report.degraded and report.label not in self._warned:
-            self._warned.add(report.label)
-            log.warning("%s: %s: falling back to periodic rescans", report.label, report.degraded)
-        self._transition(entry, Event.REPORT)
+        if pair is None:
+            return
+        entry.pairs[report.label] = pair.updated(report)
+        entry.seen[report.label] = time.monotonic()
+        # The worker is as alive as its quietest pair: one busy mount must not hide a hung one.
+        self._transition(entry, Event.REPORT, now=min(entry.seen.values()))
 
     def _on_exit(self, item: _Exited) -> None:
-        entry = self.entries.get(item.name)
-        if entry is None or entry.process is not item.process:
+        entry = item.entry
+        if entry.process is not item.process:
             return
         entry.process = None
         level = logging.INFO if item.code == 0 else logging.WARNING
-        log.log(level, "%s: worker %s exited %d", item.name, item.process.pid, item.code)
+        log.log(level, "%s: worker %s exited %d", entry.container.name, item.process.pid, item.code)
         self._transition(entry, Event.EXITED, code=item.code)
 
     def _tick(self, now: float) -> None:
@@ -309,10 +331,11 @@ class Supervisor:
         spec = entry.spec
         name = entry.container.name
         entry.pairs = {p.name: PairView(p.name, p.source, p.dest) for p in spec.pairs}
+        entry.seen = dict.fromkeys(entry.pairs, time.monotonic())
         entry.started_wall = time.time()
 
         def on_report(report: StatusReport) -> None:
-            self._queue.put_nowait(_Report(name, process, report))
+            self._queue.put_nowait(_Report(entry, process, report))
 
         process = WorkerProcess(spec, self.settings.state_dir / "logs" / f"{name}.log", on_report)
         entry.process = process
@@ -324,7 +347,7 @@ class Supervisor:
             except Exception as err:
                 log.error("%s: cannot start a worker: %s", name, err)
                 code = 1
-            await self._queue.put(_Exited(name, process, code))
+            await self._queue.put(_Exited(entry, process, code))
 
         task = asyncio.get_running_loop().create_task(body())
         self._tasks.add(task)
@@ -334,6 +357,7 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         """Stop every worker (they flush), wait for them all, KILL at the deadline."""
+        self._closing = True
         for entry in self.entries.values():
             self._transition(entry, Event.STOP)
         while any(e.process is not None for e in self.entries.values()):
@@ -346,6 +370,7 @@ class Supervisor:
     # -- reporting ---------------------------------------------------------------
 
     def _check_budget(self) -> None:
+        self.limits = budget.read_limits()  # an operator may have raised them
         watches = {
             label: pair.watches
             for e in self.entries.values()
@@ -360,17 +385,25 @@ class Supervisor:
             if pair.degraded
         }
         result = budget.assess(self.limits, watches, len(watches), self.settings.inotify_warn, degraded)
-        for warning in result.warnings:
-            if warning not in self._warned:
-                self._warned.add(warning)
+        for key, warning in result.warnings:
+            if key not in self._warned:
                 log.warning("%s", warning)
-        self._inotify = result.as_dict()
-        self._dirty = True
+        self._warned = {key for key, _ in result.warnings}  # warned again if it comes back
+        inotify = result.as_dict()
+        if inotify != self._inotify:
+            self._inotify = inotify
+            self._dirty = True
 
     def _publish(self) -> None:
         if not self._dirty:
             return
         self._dirty = False
+        try:
+            self._write_picture()
+        except OSError as err:  # a full disk must not end supervision
+            log.error("cannot write %s: %s", self.registry.path, err)
+
+    def _write_picture(self) -> None:
         views = {}
         for key, entry in self.entries.items():
             views[key] = WorkerView(
@@ -391,3 +424,7 @@ def install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Settings are read once; a SIGHUP must not kill the supervisor (its default action).
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP ignored: restart tandem serve to reload")
+    )

@@ -8,13 +8,15 @@ so the process lives and dies as one; its exit code is the worst of the pairs'.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import signal
 import threading
 
 from workers.runner import Worker
 from workers.spec import ContainerSpec, ExitCode, worst_exit
-from workers.status import PidFileBusy, claim_pid_file, remove_quietly
 
 log = logging.getLogger("tandem.worker")
 
@@ -22,16 +24,39 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 
 
 def run_group(spec: ContainerSpec) -> int:
+    lock = None
     if spec.pid_file:
         try:
-            claim_pid_file(spec.pid_file)
-        except (PidFileBusy, OSError) as err:
-            log.error("%s", err)
+            lock = hold_pid_file(spec.pid_file)
+        except BlockingIOError:
+            # Another worker for this container is still flushing: a transient state.
+            log.error("pid file %s is locked by another worker of %s", spec.pid_file, spec.name)
+            return int(ExitCode.SYNC_FAILED)
+        except OSError as err:
+            log.error("cannot write the pid file: %s", err)
             return int(ExitCode.CONFIG)
     try:
         return _run(spec)
     finally:
-        remove_quietly(spec.pid_file)
+        if lock is not None and spec.pid_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spec.pid_file)
+            os.close(lock)
+
+
+def hold_pid_file(path: str) -> int:
+    """Lock PATH for this process's life and write our pid into it. The lock,
+    not the pid, is the proof of life: pids are reused (after a reboot, in
+    another pid namespace), locks die with their process."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _run(spec: ContainerSpec) -> int:

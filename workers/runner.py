@@ -359,7 +359,7 @@ class Worker:
         if batch.full:
             with self._progress("scanning") as advance:
                 source = scan_local(self.source, rules, on_entry=self._ticking(advance))
-            dest = self.handler.scan_dest()
+            dest = self.handler.scan_dest(self._deadline)
             if dest is None:
                 return sorted(source), False, len(source)
             plan = mirror_list(source, dest, self.rules.allows)
@@ -386,7 +386,7 @@ class Worker:
         paths.update(walked)
         gone = [p for p in paths if not os.path.lexists(os.path.join(self.source, p))]
         look = [*(d for d in walk if d in walked), *(gone if not self.rules.empty else ())]
-        below = self.handler.scan_dest_below(look) if look else None
+        below = self.handler.scan_dest_below(look, self._deadline) if look else None
         if below is not None:
             if not self.rules.empty:
                 paths.difference_update(gone)

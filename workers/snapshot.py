@@ -60,7 +60,7 @@ def scan_local(
     *,
     below: str = "",
     scandir: Callable[[str], AbstractContextManager[Iterator[os.DirEntry[str]]]] = os.scandir,
-    on_entry: Callable[[int], None] | None = None,
+    on_entry: Callable[[int], object] | None = None,
 ) -> Tree:
     """Walk ROOT/BELOW; with RULES, excluded entries are left out and excluded
     directories are not entered. Paths are relative to ROOT."""
@@ -178,7 +178,14 @@ def scan_local_below(root: str, paths: list[str]) -> Tree:
 _FIND_BELOW = 'xargs -0 -r sh -c \'find "$@" -printf "%y %s %T@ %p\\\\0" 2>/dev/null\' find; exit 0'
 
 
-def scan_dest_below(dest: Destination, paths: list[str], *, rsh: str | None, timeout: float) -> Tree | None:
+def scan_dest_below(
+    dest: Destination,
+    paths: list[str],
+    *,
+    rsh: str | None,
+    timeout: float,
+    deadline: Callable[[], float | None] | None = None,
+) -> Tree | None:
     """Like ``scan_dest``, only PATHS and what is below them; None for an rsync
     daemon (it cannot be asked cheaply)."""
     if dest.kind == "local":
@@ -187,16 +194,26 @@ def scan_dest_below(dest: Destination, paths: list[str], *, rsh: str | None, tim
         return None
     command = f"cd {shlex.quote(dest.path)} 2>/dev/null && {_FIND_BELOW}"
     names = b"".join(b"./" + os.fsencode(p) + b"\0" for p in paths)
-    result = run(ssh_argv(dest, rsh, command), stdin=names, timeout=timeout)
+    result = run(ssh_argv(dest, rsh, command), stdin=names, timeout=timeout, deadline=deadline)
     if result.returncode != 0:
         raise ScanError(f"cannot list DEST {dest}: exit {result.returncode}: {result.stderr_tail()}")
     return {path.removeprefix("./"): entry for path, entry in parse_find(result.stdout).items()}
 
 
-def scan_dest(dest: Destination, *, rsh: str | None, rsync_binary: str, timeout: float) -> Tree:
-    """List DEST recursively, whatever kind it is. A missing DEST is empty."""
+def scan_dest(
+    dest: Destination,
+    *,
+    rsh: str | None,
+    rsync_binary: str,
+    timeout: float,
+    deadline: Callable[[], float | None] | None = None,
+) -> Tree:
+    """List DEST recursively, whatever kind it is. A missing DEST is empty.
+    DEADLINE (if given) is read while waiting: a stop shortens the wait."""
     if dest.kind == "local":
-        return scan_local(dest.path) if os.path.isdir(dest.path) else {}
+        if not os.path.isdir(dest.path):
+            return {}
+        return scan_local(dest.path, on_entry=None if deadline is None else lambda _n: deadline())
     if dest.kind == "ssh":
         path = shlex.quote(dest.path)
         command = f"if [ -d {path} ]; then cd {path} && find . -mindepth 1 -printf '%y %s %T@ %P\\0'; fi"
@@ -205,7 +222,7 @@ def scan_dest(dest: Destination, *, rsh: str | None, rsync_binary: str, timeout:
     else:
         argv = [rsync_binary, "--list-only", "-r", "--no-h", dest.rsync_root()]
         parse = parse_list_only
-    result = run(argv, timeout=timeout)
+    result = run(argv, timeout=timeout, deadline=deadline)
     if result.returncode != 0:
         raise ScanError(f"cannot list DEST {dest}: exit {result.returncode}: {result.stderr_tail()}")
     return parse(result.stdout)

@@ -68,6 +68,8 @@ class Destination(BaseModel):
             return cls(kind="rsyncd", host=host, path=path.rstrip("/"))
         match = _SSH_DEST.match(text)
         if match and not text.startswith(("/", "./")):
+            if match["host"].startswith("-") or (match["user"] or "").startswith("-"):
+                raise ValueError(f"DEST {text!r}: a host or user may not start with '-'")
             path = match["path"] or "."
             return cls(kind="ssh", host=match["host"], user=match["user"] or "", path=path)
         return cls(kind="local", path=text)

@@ -18,9 +18,11 @@ DOCKER_ACTIONS: Mapping[str, Action] = {
 }
 
 # LXD: a stop through the API gives instance-stopped, a poweroff inside or a
-# daemon shutdown instance-shutdown: both mean stopped.
+# daemon shutdown instance-shutdown: both mean stopped. A restart (lxc restart,
+# a reboot inside) ends with instance-restarted, not instance-started.
 LXD_ACTIONS: Mapping[str, Action] = {
     "instance-started": Action.STARTED,
+    "instance-restarted": Action.STARTED,
     "instance-stopped": Action.STOPPED,
     "instance-shutdown": Action.STOPPED,
     "instance-deleted": Action.DESTROYED,

@@ -54,7 +54,8 @@ def container_from(record: Mapping[str, object]) -> Container:
     name = str(record["name"])
     rootfs = str(record["rootfs"])
     labels = record.get("labels") or {}
-    assert isinstance(labels, dict)
+    if not isinstance(labels, dict):
+        raise ValueError(f"labels of {name} must be an object")
     return Container(
         runtime="lxc",
         name=name,
@@ -167,7 +168,7 @@ class LxcRuntime:
             else:
                 emit(ContainerEvent(self.name, Action.STOPPED, name))
             reply = b"ok\n"
-        except (ValueError, KeyError, TypeError, AssertionError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             log.error("bad message on the lxc hook socket: %s", err)
             reply = b"error\n"
         with contextlib.suppress(OSError):
@@ -179,7 +180,7 @@ class LxcRuntime:
             try:
                 record = json.loads(path.read_text())
                 container = container_from(record)
-            except (OSError, ValueError, KeyError, AssertionError) as err:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
                 log.warning("ignoring %s: %s", path, err)
                 continue
             if _still_running(container.name, str(record.get("config", ""))):

@@ -136,3 +136,9 @@ def test_invalid_while_running_ends_failed() -> None:
     life, _ = step(RUNNING, Event.INVALID, 110, reason="tandem.delay: bad")
     life, _ = step(life, Event.EXITED, 111, code=0)
     assert (life.phase, life.reason) == (Phase.FAILED, "tandem.delay: bad")
+
+
+def test_term_before_the_worker_set_up_its_handlers_is_a_clean_stop() -> None:
+    life, _ = step(RUNNING, Event.STOP, 110)
+    life, _ = step(life, Event.EXITED, 110.1, code=-15)
+    assert (life.phase, life.reason) == (Phase.STOPPED, "")

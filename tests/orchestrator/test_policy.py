@@ -101,7 +101,7 @@ def test_bad_labels_say_what_is_wrong(labels: dict[str, str], message: str) -> N
     [
         ({"tandem.dest": ""}, (DATA,), "no destination"),
         ({"tandem.dest": "/b/{container}"}, (DATA, CONF), "has no {mount}"),
-        ({"tandem.dest": "/b/{nope}/{mount}"}, (DATA,), "unknown placeholder {nope}"),
+        ({"tandem.dest": "/b/{nope}/{mount}"}, (DATA,), "{nope} is not one of"),
         ({"tandem.dest": "/b/{mount"}, (DATA,), "destination template"),
         ({"tandem.dest": "rel/{mount}"}, (DATA,), "absolute path"),
         ({"tandem.paths": "/srv"}, (DATA,), "/srv not a mount of web"),
@@ -132,3 +132,28 @@ def test_odd_container_names_are_refused() -> None:
     odd = Container("lxc", "../etc", "x", ON, (DATA,))
     with pytest.raises(PolicyError, match="cannot be used in a path"):
         plan(odd, settings())
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("/srv/{container:d}/{mount}", "is not one of"),
+        ("/srv/{container!r}/{mount}", "is not one of"),
+        ("/srv/{container:>{mount}}", "is not one of"),
+        ("/srv/../../etc/{container}/{mount}", "may not contain '..'"),
+        ("-oProxyCommand=id:/x/{mount}", "may not start with '-'"),
+        ("-l:/x/{mount}", "may not start with '-'"),
+    ],
+)
+def test_hostile_destinations_are_refused(template: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        plan(web({**ON, "tandem.dest": template}), settings())
+
+
+def test_dest_roots_confine_destinations() -> None:
+    s = settings(dest_roots=("/b", "backup:/srv"))
+    assert plan(web(ON), s) is not None
+    assert plan(web({**ON, "tandem.dest": "backup:/srv/{container}/{mount}"}), s) is not None
+    for outside in ("/etc/{container}/{mount}", "/bb/{mount}", "other:/srv/{mount}"):
+        with pytest.raises(PolicyError, match="outside the allowed dest_roots"):
+            plan(web({**ON, "tandem.dest": outside}), s)

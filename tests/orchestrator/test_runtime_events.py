@@ -42,6 +42,7 @@ def test_docker_action(raw: str, action: Action | None) -> None:
     ("raw", "action"),
     [
         ("instance-started", Action.STARTED),
+        ("instance-restarted", Action.STARTED),
         ("instance-stopped", Action.STOPPED),
         ("instance-shutdown", Action.STOPPED),
         ("instance-deleted", Action.DESTROYED),

@@ -147,3 +147,29 @@ def test_sigterm_stops_all_workers_with_a_flush(tmp_path: Path, serve, fresh_doc
     assert s.stop() == 0
     assert (dest(tmp_path, "cc") / "last").read_text() == "last\n"
     assert s.worker_pids() == set()
+
+
+def test_container_that_exits_at_once_leaves_no_worker(
+    tmp_path: Path, serve, fresh_docker: DockerDaemon
+) -> None:
+    s = start(tmp_path, serve, fresh_docker)
+    fresh_docker.run(
+        "brief", volumes=["briefdata:/data"], labels=ON, command=("sh", "-c", "echo x > /data/x")
+    )
+    wait_until(lambda: s.worker("brief").get("state") == "stopped", 15, "stopped soon, not after a kill")
+    assert s.worker("brief")["reason"] == ""
+    assert s.worker_pids() == set()
+
+
+def test_rename_moves_the_worker_without_two_at_once(
+    tmp_path: Path, serve, fresh_docker: DockerDaemon
+) -> None:
+    s = start(tmp_path, serve, fresh_docker)
+    old = fresh_docker.run("old", volumes=["olddata:/data"], labels={**ON, "tandem.delay": "0.1"})
+    first = s.wait_state("old", "running")["pid"]
+    old.rename("new")
+    second = s.wait_state("new", "running")["pid"]
+    assert second != first and s.worker("old") == {}
+    assert s.worker_pids() == {second}
+    fresh_docker.exec(old, "sh -c 'echo renamed > /data/r'")
+    wait_until(lambda: (dest(tmp_path, "new") / "r").exists(), 10, "synced under the new name")

@@ -90,3 +90,21 @@ def test_supervisor_sigkill_and_lxd_restart_never_duplicate(
     assert s.worker("tt-a")["pid"] == second and s.worker_pids() == {second}
     fresh_lxd.exec("tt-a", "echo after > /root/after")
     wait_until(lambda: (dest(tmp_path, "tt-a", "rootfs") / "root" / "after").exists(), 10, "synced")
+
+
+def test_halt_survives_a_reconnect_listing(tmp_path: Path, serve, fresh_lxd: LxdDaemon) -> None:
+    s = start(tmp_path, serve)
+    volume = fresh_lxd.create_volume("tt-hv")
+    fresh_lxd.launch("tt-h", {"user.tandem.enable": "true"}, {"tt-hv": "/data"})
+    s.wait_state("tt-h", "running")
+    aside = volume.with_name(volume.name + "-aside")
+    volume.rename(aside)  # the source vanishes under the worker: a safety halt
+    try:
+        assert "safety halt" in s.wait_state("tt-h", "halted")["reason"]
+        fresh_lxd.restart(keep_containers=True)  # the reconnect lists tt-h as running
+        time.sleep(3)
+        s.wait_runtime("lxd")
+        time.sleep(1)
+        assert s.worker("tt-h")["state"] == "halted" and s.worker_pids() == set()
+    finally:
+        aside.rename(volume)

@@ -67,10 +67,11 @@ class Handler(Protocol):
     def send(self, job: Job, deadline: Deadline) -> Outcome:
         """Make DEST equal to SOURCE for ``job.paths``."""
 
-    def scan_dest(self) -> Tree | None:
-        """DEST's tree for a full sync, or None when this handler cannot know it."""
+    def scan_dest(self, deadline: Deadline) -> Tree | None:
+        """DEST's tree for a full sync, or None when this handler cannot know it.
+        DEADLINE is called now and then (it also tells the worker it is alive)."""
 
-    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+    def scan_dest_below(self, paths: list[str], deadline: Deadline) -> Tree | None:
         """PATHS at DEST and everything below them, or None when unknown."""
 
 

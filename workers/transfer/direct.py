@@ -26,11 +26,11 @@ class DirectHandler:
     def move(self, move: Move) -> bool:
         return localfs.move(self.root, move)
 
-    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+    def scan_dest_below(self, paths: list[str], deadline: Deadline) -> Tree | None:
         return scan_local_below(self.root, paths)
 
-    def scan_dest(self) -> Tree | None:
-        return scan_local(self.root) if os.path.isdir(self.root) else {}
+    def scan_dest(self, deadline: Deadline) -> Tree | None:
+        return scan_local(self.root, on_entry=lambda _n: deadline()) if os.path.isdir(self.root) else {}
 
     def send(self, job: Job, deadline: Deadline) -> Outcome:
         os.makedirs(self.root, exist_ok=True)

@@ -41,10 +41,10 @@ class PythonHandler:
     def move(self, move: Move) -> bool:
         return False
 
-    def scan_dest(self) -> Tree | None:
+    def scan_dest(self, deadline: Deadline) -> Tree | None:
         return None
 
-    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+    def scan_dest_below(self, paths: list[str], deadline: Deadline) -> Tree | None:
         return None
 
     def send(self, job: Job, deadline: Deadline) -> Outcome:

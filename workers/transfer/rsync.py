@@ -77,10 +77,14 @@ class RsyncHandler:
         )
         return Outcome(verdict.verdict, verdict.failed, message)
 
-    def scan_dest_below(self, paths: list[str]) -> Tree | None:
-        return scan_dest_below(self.dest, paths, rsh=self.spec.rsh, timeout=SCAN_TIMEOUT)
+    def scan_dest_below(self, paths: list[str], deadline: Deadline) -> Tree | None:
+        return scan_dest_below(self.dest, paths, rsh=self.spec.rsh, timeout=SCAN_TIMEOUT, deadline=deadline)
 
-    def scan_dest(self) -> Tree | None:
+    def scan_dest(self, deadline: Deadline) -> Tree | None:
         return scan_dest(
-            self.dest, rsh=self.spec.rsh, rsync_binary=self.spec.rsync_binary, timeout=SCAN_TIMEOUT
+            self.dest,
+            rsh=self.spec.rsh,
+            rsync_binary=self.spec.rsync_binary,
+            timeout=SCAN_TIMEOUT,
+            deadline=deadline,
         )

@@ -28,10 +28,10 @@ class ShellHandler:
     def move(self, move: Move) -> bool:
         return False  # the command sees both paths in its list instead
 
-    def scan_dest(self) -> Tree | None:
+    def scan_dest(self, deadline: Deadline) -> Tree | None:
         return None
 
-    def scan_dest_below(self, paths: list[str]) -> Tree | None:
+    def scan_dest_below(self, paths: list[str], deadline: Deadline) -> Tree | None:
         return None
 
     def send(self, job: Job, deadline: Deadline) -> Outcome:
