@@ -8,6 +8,7 @@ ever calls ``emit`` with the messages below; the supervisor is their one reader.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -82,3 +83,19 @@ class Runtime(Protocol):
         second of it). Reconnect with backoff, listing again, whenever the
         daemon goes away; report it with RuntimeState. Never raise."""
         ...
+
+
+def probe_socket(path: str, timeout: float) -> None:
+    """Connect to the unix socket PATH once and close it; ConnectionError with a
+    plain reason if that fails. Both SDKs leak the socket of a failed connect
+    (a ResourceWarning) and say less about why."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except FileNotFoundError:
+            raise ConnectionError(f"no socket at {path}") from None
+        except ConnectionRefusedError:
+            raise ConnectionError(f"nothing listens on {path}") from None
+        except OSError as err:
+            raise ConnectionError(f"cannot connect to {path}: {err.strerror or err}") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,7 +18,16 @@ from typing import Any, NamedTuple
 import docker
 import docker.errors
 
-from orchestrator.runtimes import Action, Container, ContainerEvent, Listing, Message, Mount, RuntimeState
+from orchestrator.runtimes import (
+    Action,
+    Container,
+    ContainerEvent,
+    Listing,
+    Message,
+    Mount,
+    RuntimeState,
+    probe_socket,
+)
 from orchestrator.runtimes.events import docker_action, mount_name, reconnect_delay, tandem_labels
 
 log = logging.getLogger("tandem.runtime.docker")
@@ -149,18 +157,8 @@ def _probe(url: str) -> None:
     """Fail with a plain reason when a unix socket is missing or refuses: clearer than
     the SDK's error, and the SDK leaks the socket of a failed connect."""
     path = unix_path(url)
-    if path is None:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(REQUEST_TIMEOUT)
-        try:
-            sock.connect(path)
-        except FileNotFoundError:
-            raise ConnectionError(f"no socket at {path}") from None
-        except ConnectionRefusedError:
-            raise ConnectionError(f"nothing listens on {path}") from None
-        except PermissionError:
-            raise ConnectionError(f"no permission to connect to {path}") from None
+    if path is not None:
+        probe_socket(path, REQUEST_TIMEOUT)
 
 
 def _close(stream: Any) -> None:

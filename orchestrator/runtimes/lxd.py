@@ -38,7 +38,16 @@ from pylxd import exceptions as lxd_errors
 from pylxd.client import EventType
 from pylxd.client import _WebsocketClient as _PylxdSocket
 
-from orchestrator.runtimes import Action, Container, ContainerEvent, Listing, Message, Mount, RuntimeState
+from orchestrator.runtimes import (
+    Action,
+    Container,
+    ContainerEvent,
+    Listing,
+    Message,
+    Mount,
+    RuntimeState,
+    probe_socket,
+)
 from orchestrator.runtimes.events import (
     lxd_action,
     lxd_instance_name,
@@ -333,13 +342,10 @@ def _probe(path: str) -> None:
     the connect fails (a stale socket of a killed daemon), and we can say why."""
     if not os.path.exists(path):
         raise LxdUnavailable(missing_socket_message(path, shutil.which("lxd") is not None))
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(API_TIMEOUT)
-        try:
-            sock.connect(path)
-        except OSError as err:
-            why = err.strerror or str(err)
-            raise LxdUnavailable(f"cannot connect to LXD at {path}: {why} (is the daemon running?)") from err
+    try:
+        probe_socket(path, API_TIMEOUT)
+    except ConnectionError as err:
+        raise LxdUnavailable(f"LXD: {err} (is the daemon running?)") from None
 
 
 def _close(ws: Any) -> None:

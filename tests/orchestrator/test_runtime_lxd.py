@@ -340,7 +340,7 @@ def _dead_socket(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("make", "says"), [(lambda p: p, "no socket at"), (_dead_socket, "cannot connect")])
+@pytest.mark.parametrize(("make", "says"), [(lambda p: p, "no socket at"), (_dead_socket, "nothing listens")])
 def test_unreachable_endpoint_is_reported_once(
     tmp_path: Path, make: Callable[[Path], Path], says: str
 ) -> None:
