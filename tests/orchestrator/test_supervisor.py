@@ -3,6 +3,7 @@ start, stop with flush, crash and restart, hang, halt, bad labels, shutdown."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, tree, wait_until
 from tests.serve import lxc_hook, serve_fixture  # noqa: F401
+from tests.sshpeer import running_peer
 
 pytestmark = pytest.mark.real
 
@@ -230,3 +232,26 @@ def test_inotify_budget_warns_and_a_degraded_worker_is_reported(tmp_path: Path, 
     wait_until(
         lambda: tree(dest(tmp_path, "c2")) == tree(tmp_path / "lxc" / "c2" / "rootfs"), 10, "synced anyway"
     )
+
+
+@pytest.mark.ssh
+def test_ssh_peer_destination(tmp_path: Path, serve) -> None:
+    with running_peer() as peer:
+        remote = tmp_path / "peer"
+        conf = (
+            f"heartbeat = 0.5\nrsh = {json.dumps(peer.rsh)}\n[defaults]\n"
+            f"dest = {json.dumps(peer.dest(remote) + '/{host}/{container}/{mount}')}\ndelay = 0.2\n"
+        )
+        s = serve(conf, *args())
+        s.wait_runtime("lxc")
+        root = rootfs(tmp_path, "c1")
+        lxc_hook(s.state_dir, "c1", "start-host", root, ON)
+        s.wait_state("c1", "running")
+        (root / "etc" / "new.conf").write_text("to the peer")
+        target = remote / "h1" / "c1" / "rootfs"  # the peer shares our filesystem, not our network
+        wait_until(lambda: tree(target) == tree(root), 15, "synced to the ssh peer")
+        (root / "etc" / "hostname").unlink()
+        lxc_hook(s.state_dir, "c1", "post-stop")
+        s.wait_state("c1", "stopped")
+        assert tree(target) == tree(root)
+        assert s.stop() == 0
