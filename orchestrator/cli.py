@@ -4,6 +4,9 @@
 options become a ``WorkerSpec`` (validated here, so a bad option is reported
 before anything starts) and the process execs ``python -m workers`` with the
 spec on a memfd, so the worker keeps this PID, terminal and signals.
+``tandem serve`` runs the supervisor; the operator commands (``status``,
+``workers show``, ``resync``, ``pause``, ``resume``, ``policy``, ``events``)
+live in ``commands`` and talk to its REST API.
 """
 
 from __future__ import annotations
@@ -265,8 +268,14 @@ def serve(
     docker: Annotated[bool | None, typer.Option("--docker/--no-docker", help="Follow Docker.")] = None,
     lxd: Annotated[bool | None, typer.Option("--lxd/--no-lxd", help="Follow LXD.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    api_host: Annotated[
+        str | None, typer.Option(help="REST API address (not loopback: TANDEM_API_TOKEN is required).")
+    ] = None,
+    api_port: Annotated[int | None, typer.Option(help="REST API port (0: any free port).")] = None,
 ) -> None:
-    """Run the supervisor: one sync worker per opted-in container, for as long as it runs."""
+    """Run the supervisor: one sync worker per opted-in container, and the REST API.
+
+    The API listens on 127.0.0.1:8765 unless --api-host/--api-port say otherwise."""
     from orchestrator.serve import run_serve
     from orchestrator.settings import ConfigError, load
 
@@ -280,6 +289,8 @@ def serve(
             lxd=lxd,
             log_level=log_level,
             defaults=defaults,
+            api_host=api_host,
+            api_port=api_port,
         )
     except ConfigError as err:
         typer.echo(f"tandem serve: {err}", err=True)
@@ -333,6 +344,11 @@ def lxc_hook(
         problem(f"not recorded: {err}")
         return
     typer.echo(f"tandem lxc-hook: {name}: {kind} recorded")
+
+
+from orchestrator import commands  # noqa: E402 (the operator commands, after the worker's own)
+
+commands.register(app)
 
 
 def main() -> None:

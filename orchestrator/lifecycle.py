@@ -84,7 +84,7 @@ def transition(
     if event is Event.STOP:
         return _stop(life, now, timing)
     if event is Event.EXITED:
-        return _exited(life, now, timing, code)
+        return _exited(life, now, timing, code, reason)
     if event is Event.REPORT:
         return (replace(life, last_seen=now) if life.process else life), ()
     if event is Event.INVALID:
@@ -133,8 +133,9 @@ def _stop(life: Life, now: float, timing: Timing) -> tuple[Life, tuple[Act, ...]
     return replace(life, want=False), ()  # STOPPED, HALTED, FAILED keep their reason
 
 
-def _exited(life: Life, now: float, timing: Timing, code: int) -> tuple[Life, tuple[Act, ...]]:
-    why = _describe_exit(code)
+def _exited(life: Life, now: float, timing: Timing, code: int, detail: str) -> tuple[Life, tuple[Act, ...]]:
+    """The worker exited with CODE; DETAIL is what it said last (its last error)."""
+    why = _describe_exit(code) + (f": {detail}" if detail and code else "")
     if life.phase is Phase.STOPPING:
         if life.want:
             return _spawned(life, now)

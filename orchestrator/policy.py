@@ -16,6 +16,7 @@ import os
 import re
 import string
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -156,6 +157,11 @@ def select_mounts(container: Container, paths: tuple[str, ...] | None) -> tuple[
     return chosen
 
 
+def standby_file(settings: Settings, name: str) -> Path:
+    """While this file exists the container's worker sends nothing (``tandem pause``)."""
+    return settings.state_dir / "standby" / name
+
+
 def plan(
     container: Container,
     settings: Settings,
@@ -201,6 +207,7 @@ def plan(
                     stop_timeout=settings.stop_timeout,
                     parent_pid=parent_pid,
                     log_level=settings.log_level,
+                    standby_file=str(standby_file(settings, container.name)),
                 )
             )
         except ValidationError as err:

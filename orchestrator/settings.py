@@ -8,6 +8,7 @@ the defaults written here. The same names are used everywhere.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -15,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -117,6 +118,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning or error (supervisor and workers)"
     )
+    api_host: str = Field("127.0.0.1", description="address the REST API listens on")
+    api_port: int = Field(8765, ge=0, le=65535, description="REST API port (0: any free port)")
+    api_token: SecretStr | None = Field(
+        None, description="bearer token the API requires (needed unless api_host is loopback)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -127,6 +133,10 @@ class Settings(BaseSettings):
             )
         if self.restart_delay_max < self.restart_delay:
             raise ValueError("restart_delay_max must not be below restart_delay")
+        if self.api_token is not None and not self.api_token.get_secret_value().strip():
+            raise ValueError("api_token is empty")
+        if self.api_token is None and not loopback(self.api_host):
+            raise ValueError(f"api_host {self.api_host!r} is not loopback: set api_token")
         return self
 
     @classmethod
@@ -139,6 +149,16 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def loopback(host: str) -> bool:
+    """HOST only reachable from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name could resolve anywhere
 
 
 class ConfigError(ValueError):

@@ -75,6 +75,8 @@ class WorkerView:
     restarts: int = 0
     started_at: float = 0.0  # wall clock
     pairs: tuple[PairView, ...] = ()
+    paused: bool = False  # the standby file exists: nothing is sent until resume
+    max_lag: float | None = None  # the lag SLO of its policy (health turns 503 above it)
 
     @property
     def state(self) -> str:
@@ -101,6 +103,7 @@ class Registry:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "state.json"
         self.picture = Picture()
+        self.api = ""  # the REST API's URL, once it listens
 
     def publish(
         self,
@@ -114,6 +117,7 @@ class Registry:
         data = {
             "updated": time.time(),
             "pid": os.getpid(),
+            "api": self.api,
             "runtimes": dict(runtimes),
             "inotify": dict(inotify),
             "workers": [w.to_dict() for w in sorted(workers.values(), key=lambda w: w.container)],

@@ -24,16 +24,20 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator import budget, lifecycle
+from orchestrator.api import ControlError, PolicyOut
 from orchestrator.lifecycle import Act, Event, Life, Phase
-from orchestrator.policy import PolicyError, plan
+from orchestrator.metrics import Metrics
+from orchestrator.policy import PolicyError, effective, plan, standby_file
 from orchestrator.process import WorkerProcess
 from orchestrator.runtimes import Action, Container, ContainerEvent, Listing, Message, Runtime, RuntimeState
 from orchestrator.settings import ContainerPolicy, Settings
-from orchestrator.state import PairView, Registry, WorkerView
+from orchestrator.state import PairView, Picture, Registry, WorkerView
+from orchestrator.store import HistoryRow, Store
 from workers.spec import ContainerSpec, StatusReport
 
 log = logging.getLogger("tandem.supervisor")
@@ -41,6 +45,7 @@ log = logging.getLogger("tandem.supervisor")
 QUEUE_SIZE = 1024
 TICK = 0.25
 BUDGET_EVERY = 5.0
+SUBSCRIBER_QUEUE = 1000  # events a slow /events reader may lag behind before it is dropped
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Entry:
     seen: dict[str, float] = field(default_factory=dict)  # pair label -> last report (monotonic)
     destroyed: bool = False
     started_wall: float = 0.0
+    max_lag: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,15 +78,11 @@ class _Report:
 
 
 class Supervisor:
-    def __init__(
-        self,
-        settings: Settings,
-        runtimes: list[Runtime],
-        overrides: dict[str, ContainerPolicy] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, runtimes: list[Runtime], store: Store) -> None:
         self.settings = settings
         self.runtimes = runtimes
-        self.overrides = dict(overrides or {})
+        self.store = store
+        self.overrides = store.policies()
         self.timing = lifecycle.Timing(
             stop_timeout=settings.stop_timeout,
             heartbeat_timeout=settings.heartbeat_timeout,
@@ -89,6 +91,12 @@ class Supervisor:
             healthy_after=settings.healthy_after,
         )
         self.entries: dict[str, Entry] = {}
+        # Every container seen (opted in or not) until destroyed, and which of them run:
+        # the API accepts policies for these names only.
+        self.containers: dict[str, Container] = {}
+        self.running: set[str] = set()
+        self.metrics = Metrics(lambda: self.registry.picture)
+        self._subscribers: set[asyncio.Queue[tuple[str, WorkerView] | None]] = set()
         self.runtime_states: dict[str, dict[str, Any]] = {}
         self.registry = Registry(settings.state_dir)
         self.limits = budget.read_limits()
@@ -108,7 +116,7 @@ class Supervisor:
     async def run(self, stop: asyncio.Event) -> int:
         """Supervise until STOP is set; then stop every worker (they flush) and return 0."""
         self._loop = asyncio.get_running_loop()
-        for directory in ("workers", "logs"):
+        for directory in ("workers", "logs", "standby"):
             (self.settings.state_dir / directory).mkdir(parents=True, exist_ok=True)
         threads = [self._start_runtime(r) for r in self.runtimes]
         next_budget = 0.0
@@ -190,6 +198,9 @@ class Supervisor:
     def _reconcile(self, listing: Listing) -> None:
         running = {c.name for c in listing.containers}
         log.info("runtime %s lists %d running containers", listing.runtime, len(running))
+        for name, container in list(self.containers.items()):
+            if container.runtime == listing.runtime and name not in running:
+                self.running.discard(name)
         for container in listing.containers:
             self._started(container, fresh=False)
         for name, entry in list(self.entries.items()):
@@ -203,6 +214,8 @@ class Supervisor:
         elif event.action is Action.STOPPED:
             self._stopped(event.name, event.runtime)
         elif event.action is Action.DESTROYED:
+            if self._known(event.name, event.runtime):
+                del self.containers[event.name]
             entry = self._entry(event.name, event.runtime)
             if entry is not None:
                 entry.destroyed = True
@@ -214,22 +227,30 @@ class Supervisor:
         entry = self.entries.get(name)
         return entry if entry is not None and entry.container.runtime == runtime else None
 
+    def _known(self, name: str, runtime: str) -> bool:
+        known = self.containers.get(name)
+        return known is not None and known.runtime == runtime
+
     def _started(self, container: Container, *, fresh: bool) -> None:
         """CONTAINER runs: plan its worker and start it. FRESH: a start event (a
         halted or failed worker gets a new chance); else seen in a listing."""
         if self._closing:
             return
         name = container.name
-        entry = self.entries.get(name)
-        if entry is not None and entry.container.runtime != container.runtime:
-            log.error("%s: name used by both %s and %s", name, entry.container.runtime, container.runtime)
+        known = self.containers.get(name)
+        if known is not None and known.runtime != container.runtime:
+            log.error("%s: name used by both %s and %s", name, known.runtime, container.runtime)
             return
+        self.containers[name] = container
+        self.running.add(name)
+        entry = self.entries.get(name)
         try:
             spec = plan(container, self.settings, self.overrides.get(name), parent_pid=os.getpid())
         except PolicyError as err:
             log.error("%s: %s", name, err)
             entry = self.entries.setdefault(name, Entry(container))
             entry.container = container
+            self.store.record(name, "error", None, str(err))
             self._transition(entry, Event.INVALID, reason=str(err))
             return
         if spec is None:
@@ -239,6 +260,7 @@ class Supervisor:
             return
         if entry is None:
             entry = self.entries[name] = Entry(container)
+        entry.max_lag = effective(container, self.settings, self.overrides.get(name)).max_lag
         changed = entry.spec is not None and entry.spec != spec
         if not fresh and not changed and entry.life.phase in (Phase.HALTED, Phase.FAILED):
             return  # a listing does not undo a halt
@@ -249,6 +271,8 @@ class Supervisor:
         self._transition(entry, Event.START)
 
     def _stopped(self, name: str, runtime: str) -> None:
+        if self._known(name, runtime):
+            self.running.discard(name)
         entry = self._entry(name, runtime)
         if entry is not None:
             self._transition(entry, Event.STOP)
@@ -257,12 +281,20 @@ class Supervisor:
         """The entry moves to the new name. Its destination and pid file carry the
         name, so the spec changes: the old worker flushes and stops, then the new
         one starts (never both at once)."""
+        if self._known(old, runtime) and new not in self.containers:
+            self.containers[new] = replace(self.containers.pop(old), name=new)
+            if old in self.running:
+                self.running.discard(old)
+                self.running.add(new)
         entry = self._entry(old, runtime)
         if entry is None or new in self.entries:
             return
         del self.entries[old]
         self.entries[new] = entry
         entry.container = replace(entry.container, name=new)
+        paused = standby_file(self.settings, old)
+        if paused.exists():  # a paused container stays paused under its new name
+            paused.rename(standby_file(self.settings, new))
         if entry.life.want:
             self._started(entry.container, fresh=True)
 
@@ -278,6 +310,20 @@ class Supervisor:
             return
         entry.pairs[report.label] = pair.updated(report)
         entry.seen[report.label] = time.monotonic()
+        if report.event == "sync":
+            self.metrics.observe_sync(entry.container.name, report.last_sync_duration)
+            self.store.set_snapshot(
+                entry.container.name,
+                report.label,
+                {
+                    "source": pair.source,
+                    "dest": pair.dest,
+                    "synced": report.ts,
+                    "duration": report.last_sync_duration,
+                    "syncs": report.syncs,
+                    "files": report.files,
+                },
+            )
         # The worker is as alive as its quietest pair: one busy mount must not hide a hung one.
         self._transition(entry, Event.REPORT, now=min(entry.seen.values()))
 
@@ -288,7 +334,9 @@ class Supervisor:
         entry.process = None
         level = logging.INFO if item.code == 0 else logging.WARNING
         log.log(level, "%s: worker %s exited %d", entry.container.name, item.process.pid, item.code)
-        self._transition(entry, Event.EXITED, code=item.code)
+        said = "; ".join(dict.fromkeys(p.last_error for p in entry.pairs.values() if p.last_error))
+        self.store.record(entry.container.name, "exit", item.code, said or f"pid {item.process.pid}")
+        self._transition(entry, Event.EXITED, code=item.code, reason=said)
 
     def _tick(self, now: float) -> None:
         for entry in list(self.entries.values()):
@@ -316,12 +364,14 @@ class Supervisor:
         for key, value in list(self.entries.items()):
             if value is entry:
                 del self.entries[key]
+                self.metrics.forget(key)
 
     def _act(self, entry: Entry, act: Act) -> None:
         if act is Act.SPAWN:
             self._spawn(entry)
         elif entry.process is not None:
             if act is Act.TERMINATE:
+                self.store.record(entry.container.name, "stop")
                 entry.process.terminate()
             else:
                 entry.process.kill()
@@ -340,6 +390,7 @@ class Supervisor:
         process = WorkerProcess(spec, self.settings.state_dir / "logs" / f"{name}.log", on_report)
         entry.process = process
         log.info("%s: starting a worker for %d mounts", name, len(spec.pairs))
+        self.store.record(name, "start", None, f"{len(spec.pairs)} mounts")
 
         async def body() -> None:
             try:
@@ -366,6 +417,8 @@ class Supervisor:
             self._publish()
         self._dirty = True
         self._publish()
+        for queue in list(self._subscribers):  # end every /events stream
+            self._end_stream(queue)
 
     # -- reporting ---------------------------------------------------------------
 
@@ -404,6 +457,7 @@ class Supervisor:
             log.error("cannot write %s: %s", self.registry.path, err)
 
     def _write_picture(self) -> None:
+        before = self.registry.picture.workers
         views = {}
         for key, entry in self.entries.items():
             views[key] = WorkerView(
@@ -415,8 +469,169 @@ class Supervisor:
                 restarts=entry.life.restarts,
                 started_at=entry.started_wall,
                 pairs=tuple(entry.pairs.values()),
+                paused=standby_file(self.settings, key).exists(),
+                max_lag=entry.max_lag,
             )
-        self.registry.publish(views, self.runtime_states, self._inotify)
+        try:
+            self.registry.publish(views, self.runtime_states, self._inotify)
+        finally:
+            self._notify(before, views)
+
+    def _notify(self, before: Mapping[str, WorkerView], after: Mapping[str, WorkerView]) -> None:
+        """Tell /events readers about every worker whose state, reason, pid or pause changed."""
+        if not self._subscribers:
+            return
+        events: list[tuple[str, WorkerView]] = []
+        for name, view in after.items():
+            old = before.get(name)
+            if old is None or _headline(old) != _headline(view):
+                events.append(("state", view))
+        events += [("removed", view) for name, view in before.items() if name not in after]
+        for queue in list(self._subscribers):
+            for event in events:
+                try:
+                    queue.put_nowait(event)
+                except asyncio.QueueFull:  # too slow: its stream ends, it may reconnect
+                    self._end_stream(queue)
+                    break
+
+    def _end_stream(self, queue: asyncio.Queue[tuple[str, WorkerView] | None]) -> None:
+        self._subscribers.discard(queue)
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(None)
+
+    # -- control (the REST API calls these on the loop) ---------------------------------
+
+    @property
+    def picture(self) -> Picture:
+        return self.registry.picture
+
+    def _synced(self, name: str) -> Entry:
+        """The entry of NAME, or why there is none (404 unknown, 409 not synced)."""
+        entry = self.entries.get(name)
+        if entry is not None:
+            return entry
+        if name in self.containers:
+            raise ControlError(
+                409, f"container {name!r} is not synced (not enabled by labels, config or policy)"
+            )
+        raise ControlError(404, f"no container {name!r} known to this supervisor")
+
+    def resync(self, name: str) -> None:
+        entry = self._synced(name)
+        if entry.process is None or not entry.process.signal(signal.SIGUSR2):
+            raise ControlError(409, f"{name}: no worker runs (state {entry.life.phase}); nothing to resync")
+        log.info("%s: full resync asked through the API", name)
+        self.store.record(name, "resync")
+
+    def pause(self, name: str) -> None:
+        self._synced(name)
+        path = standby_file(self.settings, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        log.info("%s: paused through the API (changes are collected, not sent)", name)
+        self.store.record(name, "pause")
+        self._dirty = True
+
+    def resume(self, name: str) -> None:
+        entry = self._synced(name)
+        standby_file(self.settings, name).unlink(missing_ok=True)
+        log.info("%s: resumed through the API", name)
+        self.store.record(name, "resume")
+        self._dirty = True
+        if entry.life.phase in (Phase.HALTED, Phase.FAILED) and name in self.running:
+            self._started(self.containers[name], fresh=True)  # the operator gives it a new chance
+
+    def history(self, name: str, limit: int) -> list[HistoryRow]:
+        if name not in self.containers and name not in self.entries:
+            rows = self.store.history(name, limit)
+            if not rows:
+                raise ControlError(404, f"no container {name!r} known to this supervisor")
+            return rows
+        return self.store.history(name, limit)
+
+    def policy(self, name: str) -> PolicyOut:
+        override = self.overrides.get(name)
+        container = self.containers.get(name)
+        if container is None and override is None:
+            raise ControlError(404, f"no container {name!r} known to this supervisor")
+        out: dict[str, Any] = {}
+        problem = ""
+        if container is not None:
+            try:
+                out = _dump(effective(container, self.settings, override))
+            except PolicyError as err:
+                problem = str(err)
+        return PolicyOut(
+            container=name,
+            override=_dump(override) if override is not None else {},
+            effective=out,
+            error=problem,
+            applies=self._applies(name),
+        )
+
+    def set_policy(self, name: str, policy: ContainerPolicy) -> PolicyOut:
+        container = self.containers.get(name)
+        if container is None:
+            raise ControlError(
+                404, f"no container {name!r} known to this supervisor (it must have run since tandem started)"
+            )
+        try:
+            plan(container, self.settings, policy, parent_pid=os.getpid())
+        except PolicyError as err:
+            raise ControlError(422, f"{name}: {err}") from None
+        self.store.set_policy(name, policy)
+        self.overrides[name] = policy
+        log.info("%s: policy override set through the API", name)
+        self._replan(name)
+        return self.policy(name)
+
+    def reset_policy(self, name: str) -> PolicyOut:
+        if name not in self.containers and name not in self.overrides:
+            raise ControlError(404, f"no container {name!r} known to this supervisor")
+        if self.store.delete_policy(name):
+            log.info("%s: policy override removed through the API", name)
+        self.overrides.pop(name, None)
+        self._replan(name)
+        return self.policy(name)
+
+    def _replan(self, name: str) -> None:
+        """A policy changed: a running container's worker follows now (restarted
+        when its spec changed; a halted or failed one gets a new chance)."""
+        if name in self.running and name in self.containers:
+            entry = self.entries.get(name)
+            # A new configuration retries a failed worker; only resume lifts a safety halt.
+            fresh = entry is None or entry.life.phase is not Phase.HALTED
+            self._started(self.containers[name], fresh=fresh)
+        self._dirty = True
+
+    def _applies(self, name: str) -> str:
+        if name in self.running:
+            return (
+                "now: a changed destination, paths, excludes or delay restart the worker (after its "
+                "flush); max-lag counts at once; split-brain at the worker's next start"
+            )
+        return "at the container's next start"
+
+    def subscribe(self) -> asyncio.Queue[tuple[str, WorkerView] | None]:
+        queue: asyncio.Queue[tuple[str, WorkerView] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[tuple[str, WorkerView] | None]) -> None:
+        self._subscribers.discard(queue)
+
+    def render_metrics(self) -> bytes:
+        return self.metrics.render()
+
+
+def _headline(view: WorkerView) -> tuple[Any, ...]:
+    return (view.state, view.reason, view.pid, view.paused, view.restarts)
+
+
+def _dump(policy: ContainerPolicy) -> dict[str, Any]:
+    return policy.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
 def install_signals(stop: asyncio.Event) -> None:

@@ -30,7 +30,7 @@ class Serve:
         self.config = state_dir.parent / f"{state_dir.name}.toml"
         self.config.write_text(config)
         self.args = args
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, "TANDEM_API_PORT": "0", **(env or {})}
         self.log = state_dir.parent / f"{state_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.seen_pids: set[int] = set()
@@ -60,6 +60,11 @@ class Serve:
             if worker.get("pid"):
                 self.seen_pids.add(worker["pid"])
         return data
+
+    def url(self, timeout: float = 20.0) -> str:
+        """The REST API's URL, once this supervisor listens."""
+        found = wait_until(lambda: self.state().get("api"), timeout, "the API listens")
+        return str(found)
 
     def worker(self, name: str) -> dict[str, Any]:
         for worker in self.state().get("workers", []):

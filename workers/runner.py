@@ -194,6 +194,7 @@ class Worker:
             now = time.monotonic()
             self._check_source()
             if self._in_standby():
+                self._heartbeat()  # paused, not hung: the supervisor must keep hearing from it
                 continue
             if self.rescan_every and now >= self._next_rescan:
                 self._next_rescan = now + self.rescan_every
