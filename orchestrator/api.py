@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
@@ -249,6 +250,15 @@ def worker_health(view: WorkerView, now: float) -> WorkerHealth:
     )
 
 
+def describe_invalid(errors: Sequence[Any]) -> str:
+    """FastAPI's validation errors as one line: 'body.delay: Input should be ...; ...'."""
+    parts = []
+    for problem in errors:
+        where = ".".join(str(p) for p in problem.get("loc", ()))
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
 # -- the app -------------------------------------------------------------------------------
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -279,6 +289,10 @@ def create_app(control: Control, token: str | None, version: str) -> FastAPI:
     @app.exception_handler(ControlError)
     async def _refused(_request: Request, err: ControlError) -> JSONResponse:
         return JSONResponse({"detail": err.message}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": describe_invalid(err.errors())}, status_code=422)
 
     def view(name: str) -> WorkerView:
         found = control.picture.workers.get(name)

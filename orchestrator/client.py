@@ -79,9 +79,5 @@ def _refused(response: httpx.Response) -> ApiError:
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
-    if isinstance(detail, list):  # FastAPI's validation errors
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', ())[1:])}: {d.get('msg')}" for d in detail
-        )
     code = 1 if response.status_code >= 500 else 2
     return ApiError(code, f"{response.status_code}: {detail}")

@@ -51,6 +51,20 @@ class ContainerPolicy(BaseModel):
     )
     max_lag: float | None = Field(None, alias="max-lag", gt=0, description="lag SLO (s) for health")
 
+    @field_validator("enable", mode="before")
+    @classmethod
+    def _bool_or_word(cls, value: object) -> object:
+        if value is None or isinstance(value, bool | str):  # a word: labels are strings
+            return value
+        raise ValueError("must be true or false")
+
+    @field_validator("delay", "max_lag", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seconds")
+        return value
+
     @field_validator("paths")
     @classmethod
     def _absolute(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:

@@ -577,6 +577,12 @@ class Supervisor:
             raise ControlError(
                 404, f"no container {name!r} known to this supervisor (it must have run since tandem started)"
             )
+        if policy.dest is not None and not self.settings.dest_roots:
+            raise ControlError(
+                422,
+                f"{name}: dest can be set through the API only under dest_roots, and none is configured "
+                "(set dest_roots in the settings, or use a label or the config file)",
+            )
         try:
             plan(container, self.settings, policy, parent_pid=os.getpid())
         except PolicyError as err:

@@ -127,7 +127,7 @@ def test_resync_restores_what_was_removed_at_the_destination(tmp_path: Path, ser
 
 
 def test_policy_put_enables_a_container_and_delete_goes_back(tmp_path: Path, serve) -> None:
-    s = started(tmp_path, serve, ("c2", ("tandem.delay=0.5",)))
+    s = started(tmp_path, serve, ("c2", ("tandem.delay=0.5",)), extra=f'dest_roots = ["{tmp_path}"]')
     root = tmp_path / "lxc" / "c2" / "rootfs"
     with api(s) as client:
         wait_until(lambda: client.get("/containers/c2/policy").status_code == 200, 10, "c2 seen")
@@ -161,6 +161,9 @@ def test_policy_put_enables_a_container_and_delete_goes_back(tmp_path: Path, ser
         ({"dest": "/x/../../etc/{container}"}, 422, ".."),
         ({"dest": "/srv/{nope}"}, 422, "{nope}"),
         ({"dest": "-oProxyCommand=x:/srv"}, 422, "'-'"),
+        ({"dest": "/etc"}, 422, "outside the allowed dest_roots"),
+        ({"enable": 0}, 422, "true or false"),
+        ({"delay": True}, 422, "number of seconds"),
         ({"paths": ["/not-a-mount"]}, 422, "not a mount"),
         ({"paths": ["relative"]}, 422, "absolute"),
         ({"exclude": ["("]}, 422, "bad regex"),
@@ -168,7 +171,7 @@ def test_policy_put_enables_a_container_and_delete_goes_back(tmp_path: Path, ser
         ({"delay": "soon"}, 422, "valid number"),
         ({"max-lag": 0}, 422, "greater than 0"),
         ({"split-brain": "coin-toss"}, 422, "newest"),
-        ({"frobnicate": 1}, 422, "extra"),
+        ({"frobnicate": 1}, 422, "body.frobnicate: Extra inputs"),
         ({"exclude": "x" * 100_000}, 422, "tuple"),
         ([1, 2], 422, "valid dictionary"),
     ],
@@ -176,7 +179,8 @@ def test_policy_put_enables_a_container_and_delete_goes_back(tmp_path: Path, ser
 def test_bad_policy_is_refused_and_changes_nothing(
     tmp_path: Path, serve, body: object, status: int, words: str
 ) -> None:
-    s = started(tmp_path, serve, ("c1", (ON, "tandem.delay=0.3")))
+    roots = f'dest_roots = ["{tmp_path}"]'
+    s = started(tmp_path, serve, ("c1", (ON, "tandem.delay=0.3")), extra=roots)
     with api(s) as client:
         wait_api(client, "/workers/c1", lambda w: w["state"] == "running")
         client.put("/containers/c1/policy", json={"delay": 0.4}).raise_for_status()
@@ -187,6 +191,15 @@ def test_bad_policy_is_refused_and_changes_nothing(
         assert words in response.text, response.text
         assert client.get("/containers/c1/policy").json() == before
         assert client.get("/workers/c1").json()["pid"] == pid  # the worker was not touched
+
+
+def test_dest_through_the_api_needs_dest_roots(tmp_path: Path, serve) -> None:
+    s = started(tmp_path, serve, ("c1", (ON,)))
+    with api(s) as client:
+        wait_api(client, "/workers/c1", lambda w: w["state"] == "running")
+        response = client.put("/containers/c1/policy", json={"dest": f"{tmp_path}/x/{{container}}"})
+        assert response.status_code == 422 and "dest_roots" in response.json()["detail"]
+        assert client.get("/containers/c1/policy").json()["override"] == {}
 
 
 def test_policy_for_unknown_containers_is_404(tmp_path: Path, serve) -> None:
