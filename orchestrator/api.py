@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.policy import NAME_PATTERN
 from orchestrator.settings import ContainerPolicy
 from orchestrator.state import Picture, WorkerView
 from orchestrator.store import HistoryRow
@@ -29,7 +30,6 @@ Stream = asyncio.Queue[tuple[str, WorkerView] | None]
 
 PING_EVERY = 15.0
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ContainerName = Annotated[
     str,
     Path(
@@ -180,11 +180,6 @@ class Problem(BaseModel):
 # -- views -> responses -----------------------------------------------------------------
 
 
-def pair_lag(pending: int, lag: float, ts: float, now: float) -> float:
-    """The lag now: the report's lag, aged since the report, while anything is pending."""
-    return round(lag + max(0.0, now - ts), 3) if pending else 0.0
-
-
 def worker_out(view: WorkerView, now: float) -> WorkerOut:
     pairs = [
         PairOut(
@@ -193,7 +188,7 @@ def worker_out(view: WorkerView, now: float) -> WorkerOut:
             dest=p.dest,
             status=p.status,
             pending=p.pending,
-            lag=pair_lag(p.pending, p.lag, p.reported, now),
+            lag=p.lag_at(now),
             last_sync=p.last_sync or None,
             last_sync_duration=p.last_sync_duration,
             last_error=p.last_error,

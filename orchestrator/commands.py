@@ -10,6 +10,7 @@ message says why: unknown container, bad policy value, wrong token).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.client import DEFAULT_URL, ApiError, Client
-from orchestrator.policy import LABEL_KEYS, PolicyError, from_labels
+from orchestrator.policy import LABEL_KEYS, NAME_PATTERN, PolicyError, from_labels
 
 Url = Annotated[
     str, typer.Option("--url", envvar="TANDEM_API_URL", help="The tandem API.", show_default=True)
@@ -28,7 +29,15 @@ Token = Annotated[
     str | None,
     typer.Option("--token", envvar="TANDEM_API_TOKEN", help="Bearer token (when the API requires one)."),
 ]
-Name = Annotated[str, typer.Argument(help="Container name.")]
+def _valid_name(name: str) -> str:
+    if not re.match(NAME_PATTERN, name):
+        raise typer.BadParameter(
+            f"{name!r} is not a container name (letters, digits, '_', '.', '-'; at most 128)"
+        )
+    return name
+
+
+Name = Annotated[str, typer.Argument(help="Container name.", callback=_valid_name)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
 
 workers_app = typer.Typer(help="Look at one worker.", no_args_is_help=True)
@@ -157,21 +166,15 @@ def show(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJso
     ):
         if value != "":
             console.print(f"  {key:<11}{value}")
-    mounts = Table(box=None, pad_edge=False, title="mounts", title_justify="left")
-    for column in ("MOUNT", "SOURCE", "DEST", "STATUS", "LAG", "PENDING", "WATCHES", "DEGRADED"):
-        mounts.add_column(column, overflow="fold")
-    for p in worker["pairs"]:
-        mounts.add_row(
-            p["label"],
-            p["source"],
-            p["dest"],
-            p["status"],
-            span(p["lag"]),
-            str(p["pending"]),
-            str(p["watches"]),
-            p["degraded"],
+    for p in worker["pairs"]:  # paths are long: one block per mount, not a wide table
+        console.print(
+            f"  mount [bold]{p['label']}[/]: {p['status']}, lag {span(p['lag'])}, "
+            f"{p['pending']} pending, {p['watches']} watches"
         )
-    console.print(mounts)
+        console.print(f"    source {p['source']}", soft_wrap=True)
+        console.print(f"    dest   {p['dest']}", soft_wrap=True)
+        if p["degraded"]:
+            console.print(f"    degraded: {p['degraded']}", soft_wrap=True)
     if history:
         table = Table(box=None, pad_edge=False, title="history", title_justify="left")
         for column in ("WHEN", "EVENT", "CODE", "DETAIL"):

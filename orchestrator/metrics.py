@@ -11,6 +11,7 @@ Each supervisor has a registry of its own (no process-global state).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -39,6 +40,7 @@ class PictureCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         picture = self.picture()
+        now = time.time()
         pair_labels = ["container", "mount"]
         gauges = {
             "lag": GaugeMetricFamily(
@@ -78,7 +80,7 @@ class PictureCollector(Collector):
             restarts.add_metric([name], float(view.restarts))
             for pair in view.pairs:
                 labels = [name, pair.label.partition("/")[2] or pair.label]
-                gauges["lag"].add_metric(labels, pair.lag if pair.pending else 0.0)
+                gauges["lag"].add_metric(labels, pair.lag_at(now))
                 gauges["pending"].add_metric(labels, float(pair.pending))
                 gauges["watches"].add_metric(labels, float(pair.watches))
                 counters["syncs"].add_metric(labels, float(pair.syncs))

@@ -28,7 +28,9 @@ BUILTIN_DELAY = BUILTIN.delay or 1.0
 
 LABEL_KEYS = ("enable", "dest", "paths", "exclude", "delay", "split-brain", "max-lag")
 PLACEHOLDERS = ("host", "container", "mount", "runtime")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Container names tandem syncs and accepts from the API: they end up in paths and URLs.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 class PolicyError(ValueError):

@@ -39,6 +39,11 @@ class PairView:
     degraded: str = ""
     reported: float = 0.0  # wall clock of the report these figures come from
 
+    def lag_at(self, now: float) -> float:
+        """The lag at wall-clock NOW: the reported lag, aged since the report, while
+        anything is pending (a worker reports every heartbeat, not every second)."""
+        return round(self.lag + max(0.0, now - self.reported), 3) if self.pending else 0.0
+
     def updated(self, report: StatusReport) -> PairView:
         last_sync = report.ts if report.event == "sync" else self.last_sync
         return PairView(

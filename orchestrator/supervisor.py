@@ -544,12 +544,10 @@ class Supervisor:
             self._started(self.containers[name], fresh=True)  # the operator gives it a new chance
 
     def history(self, name: str, limit: int) -> list[HistoryRow]:
-        if name not in self.containers and name not in self.entries:
-            rows = self.store.history(name, limit)
-            if not rows:
-                raise ControlError(404, f"no container {name!r} known to this supervisor")
-            return rows
-        return self.store.history(name, limit)
+        rows = self.store.history(name, limit)
+        if not rows and name not in self.containers and name not in self.entries:
+            raise ControlError(404, f"no container {name!r} known to this supervisor")
+        return rows
 
     def policy(self, name: str) -> PolicyOut:
         override = self.overrides.get(name)
@@ -604,13 +602,14 @@ class Supervisor:
 
     def _replan(self, name: str) -> None:
         """A policy changed: a running container's worker follows now (restarted
-        when its spec changed; a halted or failed one gets a new chance)."""
-        if name in self.running and name in self.containers:
-            entry = self.entries.get(name)
-            # A new configuration retries a failed worker; only resume lifts a safety halt.
-            fresh = entry is None or entry.life.phase is not Phase.HALTED
-            self._started(self.containers[name], fresh=fresh)
+        when its spec changed; a failed one gets a new chance). A safety halt is
+        lifted only by resume or a new start, which then use the new policy."""
         self._dirty = True
+        entry = self.entries.get(name)
+        if entry is not None and entry.life.phase is Phase.HALTED:
+            return
+        if name in self.running and name in self.containers:
+            self._started(self.containers[name], fresh=True)
 
     def _applies(self, name: str) -> str:
         if name in self.running:

@@ -173,3 +173,40 @@ def test_rename_moves_the_worker_without_two_at_once(
     assert s.worker_pids() == {second}
     fresh_docker.exec(old, "sh -c 'echo renamed > /data/r'")
     wait_until(lambda: (dest(tmp_path, "new") / "r").exists(), 10, "synced under the new name")
+
+
+def test_api_steers_real_docker_containers(tmp_path: Path, serve, fresh_docker: DockerDaemon) -> None:
+    """The REST API and the CLI over real Docker containers: a policy enables an
+    unlabelled one, pause holds a write made inside it, the stop flush sends it."""
+    import httpx
+
+    from tests.orchestrator.test_commands import ok
+
+    s = start(tmp_path, serve, fresh_docker)
+    url = s.url()
+    web = fresh_docker.run("web", volumes=["webdata:/data"], labels={**ON, "tandem.delay": "0.2"})
+    plain = fresh_docker.run("plain", volumes=["plaindata:/data"])
+    fresh_docker.exec(plain, "sh -c 'echo before > /data/before'")
+    with httpx.Client(base_url=url, timeout=10) as client:
+        wait_until(lambda: client.get("/workers/web").json().get("state") == "running", 20, "web running")
+        worker = client.get("/workers/web").json()
+        assert worker["runtime"] == "docker" and worker["sources"] == [str(volume(fresh_docker, "webdata"))]
+        assert client.get("/workers/plain").status_code == 404
+        put = client.put("/containers/plain/policy", json={"enable": True, "delay": 0.2})
+        assert put.status_code == 200, put.text
+        wait_until(lambda: (dest(tmp_path, "plain") / "before").exists(), 20, "plain enabled by policy")
+        assert ok("pause", "web", url=url).strip() == "web: paused"
+        s.wait_state("web", "standby")
+        fresh_docker.exec(web, "sh -c 'echo held > /data/held'")
+        time.sleep(1)
+        assert not (dest(tmp_path, "web") / "held").exists()
+        ok("resume", "web", url=url)
+        wait_until(lambda: (dest(tmp_path, "web") / "held").exists(), 10, "sent on resume")
+        assert "web" in ok("status", url=url) and "plain" in ok("status", url=url)
+        fresh_docker.exec(plain, "sh -c 'echo last > /data/last'")
+        plain.stop(timeout=10)
+        s.wait_state("plain", "stopped")
+        assert (dest(tmp_path, "plain") / "last").read_text() == "last\n"
+        metrics = client.get("/metrics").text
+        assert 'tandem_worker_state{container="web",state="running"} 1.0' in metrics
+        assert 'tandem_runtime_connected{runtime="docker"} 1.0' in metrics
