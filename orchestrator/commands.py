@@ -29,6 +29,8 @@ Token = Annotated[
     str | None,
     typer.Option("--token", envvar="TANDEM_API_TOKEN", help="Bearer token (when the API requires one)."),
 ]
+
+
 def _valid_name(name: str) -> str:
     if not re.match(NAME_PATTERN, name):
         raise typer.BadParameter(
