@@ -63,6 +63,10 @@ class Control(Protocol):
 
     def history(self, name: str, limit: int) -> list[HistoryRow]: ...
 
+    def split_brain(self, name: str) -> SplitBrainOut: ...
+
+    def resolve(self, name: str, request: ResolveIn) -> ResolveOut: ...
+
     def policy(self, name: str) -> PolicyOut: ...
 
     def set_policy(self, name: str, policy: ContainerPolicy) -> PolicyOut: ...
@@ -166,9 +170,44 @@ class Done(BaseModel):
     done: str
 
 
+class SplitBrainOut(BaseModel):
+    container: str
+    state: str
+    reason: str
+    mounts: list[dict[str, Any]] = Field(
+        description="per mount: the paths that differ (class: changed-here, changed-there, conflict; "
+        "here/there: [type, size, mtime] or null), counts, and what each policy would do"
+    )
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["newest", "local", "remote", "keep-both"]
+    dry_run: bool = Field(False, description="only say what the policy would do")
+    allow_empty: bool = Field(False, description="go on although a side is empty (the safety halt)")
+
+
+class ResolvedMount(BaseModel):
+    label: str
+    summary: str
+    winner: str | None
+    push: list[str] = Field(description="paths SOURCE -> DEST (at most 5000 listed)")
+    pull: list[str] = Field(description="paths DEST -> SOURCE (at most 5000 listed)")
+    conflicts: list[dict[str, Any]] = Field(description="path, winner side, the loser's copy name")
+
+
+class ResolveOut(BaseModel):
+    container: str
+    policy: str
+    dry_run: bool
+    done: str
+    mounts: list[ResolvedMount]
+
+
 class HistoryOut(BaseModel):
     ts: float = Field(description="wall-clock time")
-    event: str = Field(description="start, stop, exit, resync, pause, resume, policy or error")
+    event: str = Field(description="start, stop, exit, resync, pause, resume, resolve, policy or error")
     code: int | None = Field(description="the exit code (exit events)")
     detail: str
 
@@ -372,6 +411,28 @@ def create_app(control: Control, token: str | None, version: str) -> FastAPI:
     action("/workers/{container}/resync", "resync", "Full resync of every mount now")
     action("/workers/{container}/pause", "pause", "Stop sending (changes are kept, sent on resume)")
     action("/workers/{container}/resume", "resume", "Send again; also restarts a halted or failed worker")
+
+    @app.get(
+        "/containers/{container}/split-brain",
+        response_model=SplitBrainOut,
+        dependencies=guarded,
+        responses=ERRORS,
+        tags=["split-brain"],
+    )
+    async def split_brain(container: ContainerName) -> SplitBrainOut:
+        """The per-path diff of a worker halted on a split-brain, and what each policy would do."""
+        return control.split_brain(container)
+
+    @app.post(
+        "/containers/{container}/resolve",
+        response_model=ResolveOut,
+        dependencies=guarded,
+        responses=ERRORS,
+        tags=["split-brain"],
+    )
+    async def resolve(container: ContainerName, request: ResolveIn) -> ResolveOut:
+        """Apply a policy to a halted worker (it restarts with it), or with dry_run only show it."""
+        return control.resolve(container, request)
 
     @app.get(
         "/containers/{container}/policy",

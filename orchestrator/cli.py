@@ -36,6 +36,7 @@ _I = "Initial sync"
 _H = "Handler"
 _F = "Failures"
 _L = "Lifecycle"
+_S = "Split-brain"
 
 
 def _version(value: bool) -> None:
@@ -221,13 +222,40 @@ def sync(
     log_level: Annotated[
         str, typer.Option(help="debug, info, warning or error.", rich_help_panel=_L)
     ] = "info",
+    split_brain: Annotated[
+        str | None,
+        typer.Option(
+            help="When DEST already holds data: newest, local, remote, keep-both or manual.",
+            rich_help_panel=_S,
+        ),
+    ] = None,
+    snapshot_file: Annotated[
+        Path | None,
+        typer.Option(help="Keep what both sides agreed on here (the ancestor).", rich_help_panel=_S),
+    ] = None,
+    split_brain_report: Annotated[
+        Path | None,
+        typer.Option(help="Write the per-path diff here when it halts.", rich_help_panel=_S),
+    ] = None,
+    allow_empty: Annotated[
+        bool, typer.Option(help="Go on although one side is empty.", rich_help_panel=_S)
+    ] = False,
+    host_name: Annotated[
+        str, typer.Option(help="This side's name (default: the host name).", rich_help_panel=_S)
+    ] = "",
+    peer_name: Annotated[
+        str, typer.Option(help="DEST's side's name (default: its host).", rich_help_panel=_S)
+    ] = "",
+    modify_window: Annotated[
+        float, typer.Option(help="Mtimes this close (s) count as equal.", rich_help_panel=_S)
+    ] = 0.001,
 ) -> None:
     """Run one sync worker in the foreground: watch SOURCE, send changes to DEST."""
     options = dict(locals())
     options["json"] = options.pop("json_status")
     for name in ("include", "exclude", "rsync_arg", "ignore_exit_code"):
         options[name] = tuple(options[name] or ())
-    for name in ("rules", "pid_file", "status_file", "standby_file"):
+    for name in ("rules", "pid_file", "status_file", "standby_file", "snapshot_file", "split_brain_report"):
         if options[name] is not None:
             options[name] = str(options[name])
     try:

@@ -66,6 +66,8 @@ def register(app: typer.Typer) -> None:
     app.command()(pause)
     app.command()(resume)
     app.command()(events)
+    app.command("split-brain")(split_brain)
+    app.command()(resolve)
     app.add_typer(workers_app, name="workers")
     app.add_typer(policy_app, name="policy")
 
@@ -301,3 +303,64 @@ def events(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False)
         _call(url, token, job)
     except KeyboardInterrupt:
         return
+
+
+def split_brain(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """What differs between SOURCE and DEST of a worker halted on a split-brain."""
+    found = _call(url, token, lambda c: c.request("GET", f"/containers/{name}/split-brain"))
+    if as_json:
+        typer.echo(json.dumps(found, indent=1))
+        return
+    console = _console()
+    console.print(f"[bold]{name}[/]: {found['state']} ({found['reason']})")
+    for mount in found["mounts"]:
+        counts = ", ".join(f"{v} {k}" for k, v in mount["counts"].items() if v)
+        console.print(
+            f"  mount [bold]{mount['label']}[/]: {mount['total']} paths differ ({counts}); "
+            f"here = {mount['here']}, there = {mount['there']}, "
+            f"ancestor: {'yes' if mount['ancestor'] else 'none'}"
+        )
+        table = Table(box=None, pad_edge=False)
+        for column in ("PATH", "CLASS", "HERE", "THERE"):
+            table.add_column(column, overflow="fold")
+        for item in mount["paths"][:50]:
+            table.add_row(item["path"], item["class"], _meta(item["here"]), _meta(item["there"]))
+        console.print(table)
+        for policy, preview in mount["policies"].items():
+            console.print(f"  {policy:<10} {preview['summary']}")
+
+
+def _meta(value: list[Any] | None) -> str:
+    if value is None:
+        return "-"
+    kind, size, mtime = value
+    return f"{kind} {size}B {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(mtime))}"
+
+
+def resolve(
+    name: Name,
+    policy: Annotated[str, typer.Option("--policy", help="newest, local, remote or keep-both.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what the policy would do.")] = False,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Go on although a side is empty (the safety halt).")
+    ] = False,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Resolve a worker halted on a split-brain with a policy (what loses goes to .tandem-backup)."""
+    body = {"policy": policy, "dry_run": dry_run, "allow_empty": allow_empty}
+    done = _call(url, token, lambda c: c.request("POST", f"/containers/{name}/resolve", body))
+    if as_json:
+        typer.echo(json.dumps(done, indent=1))
+        return
+    for mount in done["mounts"]:
+        typer.echo(f"{mount['label']}: {mount['summary']}")
+        if dry_run:
+            for path in mount["push"][:20]:
+                typer.echo(f"  -> DEST  {path}")
+            for path in mount["pull"][:20]:
+                typer.echo(f"  <- DEST  {path}")
+            for c in mount["conflicts"][:20]:
+                typer.echo(f"  both    {c['path']} ({c['winner']} wins; the other kept as {c['copy']})")
+    typer.echo(f"{name}: {done['done']}")

@@ -21,10 +21,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from orchestrator.runtimes import Container, Mount
-from orchestrator.settings import BUILTIN, ContainerPolicy, Settings
+from orchestrator.settings import BUILTIN, ContainerPolicy, Settings, SplitBrain
 from workers.spec import ContainerSpec, Destination, WorkerSpec
 
 BUILTIN_DELAY = BUILTIN.delay or 1.0
+BUILTIN_SPLIT_BRAIN = BUILTIN.split_brain or SplitBrain.NEWEST
 
 LABEL_KEYS = ("enable", "dest", "paths", "exclude", "delay", "split-brain", "max-lag")
 PLACEHOLDERS = ("host", "container", "mount", "runtime")
@@ -159,6 +160,11 @@ def select_mounts(container: Container, paths: tuple[str, ...] | None) -> tuple[
     return chosen
 
 
+def pair_file(settings: Settings, kind: str, name: str, mount: str, suffix: str) -> Path:
+    """STATE_DIR/KIND/NAME/MOUNT+SUFFIX: a file of one pair (ancestor snapshot, split-brain report)."""
+    return settings.state_dir / kind / name / f"{mount}{suffix}"
+
+
 def standby_file(settings: Settings, name: str) -> Path:
     """While this file exists the container's worker sends nothing (``tandem pause``)."""
     return settings.state_dir / "standby" / name
@@ -210,6 +216,14 @@ def plan(
                     parent_pid=parent_pid,
                     log_level=settings.log_level,
                     standby_file=str(standby_file(settings, container.name)),
+                    split_brain=(policy.split_brain or BUILTIN_SPLIT_BRAIN).value,
+                    snapshot_file=str(
+                        pair_file(settings, "snapshots", container.name, mount.name, ".json.gz")
+                    ),
+                    split_brain_report=str(
+                        pair_file(settings, "split-brain", container.name, mount.name, ".json")
+                    ),
+                    host_name=settings.host,
                 )
             )
         except ValidationError as err:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator import budget, lifecycle
-from orchestrator.api import ControlError, PolicyOut
+from orchestrator.api import ControlError, PolicyOut, ResolvedMount, ResolveIn, ResolveOut, SplitBrainOut
 from orchestrator.lifecycle import Act, Event, Life, Phase
 from orchestrator.metrics import Metrics
 from orchestrator.policy import PolicyError, effective, plan, standby_file
@@ -61,6 +62,7 @@ class Entry:
     destroyed: bool = False
     started_wall: float = 0.0
     max_lag: float | None = None
+    resolve: tuple[str, bool] | None = None  # the next worker's split-brain policy, allow_empty
 
 
 @dataclass(frozen=True)
@@ -380,6 +382,13 @@ class Supervisor:
         assert entry.spec is not None and entry.process is None
         spec = entry.spec
         name = entry.container.name
+        if entry.resolve is not None:  # an operator's decision, for this one start
+            chosen, allow_empty = entry.resolve
+            entry.resolve = None
+            pairs = tuple(
+                p.model_copy(update={"split_brain": chosen, "allow_empty": allow_empty}) for p in spec.pairs
+            )
+            spec = spec.model_copy(update={"pairs": pairs})
         entry.pairs = {p.name: PairView(p.name, p.source, p.dest) for p in spec.pairs}
         entry.seen = dict.fromkeys(entry.pairs, time.monotonic())
         entry.started_wall = time.time()
@@ -542,6 +551,55 @@ class Supervisor:
         self._dirty = True
         if entry.life.phase in (Phase.HALTED, Phase.FAILED) and name in self.running:
             self._started(self.containers[name], fresh=True)  # the operator gives it a new chance
+
+    def _reports(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted((self.settings.state_dir / "split-brain" / name).glob("*.json")):
+            try:
+                found.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as err:
+                log.warning("%s: unreadable split-brain report %s: %s", name, path, err)
+        return found
+
+    def split_brain(self, name: str) -> SplitBrainOut:
+        entry = self._synced(name)
+        reports = self._reports(name)
+        if not reports:
+            raise ControlError(404, f"{name}: no split-brain report (its worker is not halted on one)")
+        return SplitBrainOut(
+            container=name, state=entry.life.phase.value, reason=entry.life.reason, mounts=reports
+        )
+
+    def resolve(self, name: str, request: ResolveIn) -> ResolveOut:
+        entry = self._synced(name)
+        reports = self._reports(name)
+        previews = [
+            ResolvedMount(label=r["label"], **r["policies"][request.policy])
+            for r in reports
+            if request.policy in r.get("policies", {})
+        ]
+        if request.dry_run:
+            if not reports:
+                raise ControlError(409, f"{name}: nothing to resolve (no split-brain report)")
+            return ResolveOut(
+                container=name, policy=request.policy, dry_run=True, done="nothing changed", mounts=previews
+            )
+        if entry.life.phase is not Phase.HALTED:
+            raise ControlError(409, f"{name}: not halted (state {entry.life.phase}): nothing to resolve")
+        if name not in self.running:
+            raise ControlError(409, f"{name}: the container is not running")
+        entry.resolve = (request.policy, request.allow_empty)
+        detail = f"policy {request.policy}" + (", allow empty" if request.allow_empty else "")
+        log.warning("%s: split-brain resolved through the API: %s", name, detail)
+        self.store.record(name, "resolve", None, detail)
+        self._started(self.containers[name], fresh=True)
+        return ResolveOut(
+            container=name,
+            policy=request.policy,
+            dry_run=False,
+            done=f"worker restarted with {detail}; what loses is kept under .tandem-backup on its side",
+            mounts=previews,
+        )
 
     def history(self, name: str, limit: int) -> list[HistoryRow]:
         rows = self.store.history(name, limit)

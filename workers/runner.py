@@ -27,12 +27,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from workers import reconcile
 from workers import rules as rules_mod
+from workers.ancestor import Ancestor
+from workers.ancestor import load as load_ancestor
 from workers.batching import Batch, Batcher, Change, Kind
 from workers.proc import SpawnError, run
 from workers.resolver import mirror_list
-from workers.snapshot import Entry, ScanError, scan_local, under_real_dirs
+from workers.snapshot import Entry, ScanError, Tree, scan_local, under_real_dirs
 from workers.spec import ExitCode, Status, WorkerSpec
+from workers.splitbrain import is_backup
 from workers.status import PidFileBusy, Reporter, claim_pid_file
 from workers.transfer import ConfigError, Handler, Job, Outcome, Verdict, make_handler
 from workers.watcher import Watcher
@@ -77,6 +81,8 @@ class Worker:
         self._next_rescan = 0.0
         self._next_heartbeat = 0.0
         self._started = False
+        self.ancestor = Ancestor(spec.snapshot_file, self.source) if spec.snapshot_file else None
+        self._scanned: Tree = {}  # SOURCE as the last full sync's scan saw it
 
     # -- entry -------------------------------------------------------------
 
@@ -111,14 +117,50 @@ class Worker:
             return ExitCode.OK
         if not self.spec.skip_initial_sync:
             self.reporter.phase(Status.INITIAL_SYNC)
+            if self.spec.split_brain:
+                self._split_brain()
+                if self._stopping:
+                    return ExitCode.OK
             self._execute(Batch(full=True, oldest=time.monotonic()), initial=True)
         self._initial_done = True
+        self._save_ancestor(force=True)
         self._next_rescan = time.monotonic() + self.rescan_every
         if self.spec.only_initial_sync:
             return ExitCode.OK
         self._phase(Status.RUNNING)
         self._loop()
         return self._stop()
+
+    def _split_brain(self) -> None:
+        """Before the first sync: resolve DEST's own changes by the pair's policy.
+        A side that cannot be listed is retried with backoff (until a stop)."""
+        assert self.handler is not None
+        ancestor = load_ancestor(self.spec.snapshot_file)
+        attempt = 0
+        while not self._stopping:
+            try:
+                summary = reconcile.resolve(
+                    self.spec, self.handler, self.source, self.rules, ancestor, self._deadline, time.time()
+                )
+            except ScanError as err:
+                attempt += 1
+                self.reporter.counters.last_error = f"split-brain check: {err}"
+                log.warning("split-brain check failed (try %d): %s", attempt, err)
+                self._backoff(attempt)
+                continue
+            except reconcile.Unresolved as err:
+                raise Halt(err.code, str(err)) from None
+            log.info(
+                "split-brain check (%s, ancestor %s): %s",
+                self.spec.split_brain,
+                "yes" if ancestor is not None else "none",
+                summary,
+            )
+            return
+
+    def _save_ancestor(self, *, force: bool = False) -> None:
+        if self.ancestor is not None:
+            self.ancestor.maybe_save(time.monotonic(), force=force)
 
     def _check_config(self) -> None:
         spec = self.spec
@@ -223,7 +265,8 @@ class Worker:
         if isinstance(item, Change):
             if item.kind is Kind.DELETED and item.path == "":
                 self._source_gone()
-            self.batcher.add(item, now)
+            if not is_backup(item.path):  # split-brain backups stay on their side
+                self.batcher.add(item, now)
             return
         kind, value = item
         if kind == "degraded":
@@ -320,6 +363,13 @@ class Worker:
             self._backoff(attempt)
         end = time.monotonic()
         self.batcher.ran(end)
+        if self.ancestor is not None:
+            if batch.full:
+                self.ancestor.replace(self._scanned)
+            else:
+                moved = [p for m in batch.moves for p in (m.old, m.new)]
+                self.ancestor.update([*(paths or ()), *moved])
+            self._save_ancestor()
         counters.syncs += 1
         counters.files += covered
         counters.last_sync_duration = round(end - start, 3)
@@ -359,10 +409,13 @@ class Worker:
         rules = None if ignore_rules else self.rules
         if batch.full:
             with self._progress("scanning") as advance:
-                source = scan_local(self.source, rules, on_entry=self._ticking(advance))
+                scanned = scan_local(self.source, rules, on_entry=self._ticking(advance))
+            source = {p: e for p, e in scanned.items() if not is_backup(p)}
+            self._scanned = source
             dest = self.handler.scan_dest(self._deadline)
             if dest is None:
                 return sorted(source), False, len(source)
+            dest = {p: e for p, e in dest.items() if not is_backup(p)}
             plan = mirror_list(source, dest, self.rules.allows)
             if self.handler.recursive and (rules is None or rules.empty):
                 # Nothing can be excluded: the root (recursively) plus the deletions says the same.
@@ -458,6 +511,7 @@ class Worker:
             self._execute(batch)
         if self.batcher.pending:
             raise Halt(ExitCode.SYNC_FAILED, f"stopped with {self.batcher.pending} paths undelivered")
+        self._save_ancestor(force=True)
         return ExitCode.OK
 
     def _drain(self) -> None:

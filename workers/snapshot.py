@@ -44,7 +44,7 @@ class Entry:
 Tree = dict[str, Entry]
 
 
-def _type_of(mode: int) -> str:
+def type_of(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "d"
     if stat.S_ISREG(mode):
@@ -84,7 +84,7 @@ def scan_local(
                 st = item.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            kind = _type_of(st.st_mode)
+            kind = type_of(st.st_mode)
             if rules is not None and not rules.allows(rel, kind == "d"):
                 if kind == "d" and rules.can_enter(rel):
                     stack.append(rel)  # the entry is not synced, its content may be
@@ -168,7 +168,7 @@ def scan_local_below(root: str, paths: list[str]) -> Tree:
             st = os.lstat(os.path.join(root, path))
         except (FileNotFoundError, NotADirectoryError):
             continue
-        tree[path] = Entry(_type_of(st.st_mode), st.st_size, st.st_mtime)
+        tree[path] = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)
         if stat.S_ISDIR(st.st_mode):
             tree.update(scan_local(root, below=path))
     return tree

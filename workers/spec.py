@@ -119,6 +119,17 @@ class WorkerSpec(BaseModel):
     only_initial_sync: bool = False
     full_initial_sync: bool = False
 
+    # split-brain (before the first sync, when DEST already holds data)
+    split_brain: Literal["newest", "local", "remote", "keep-both", "manual"] | None = Field(
+        None, description="resolve a DEST that already holds data (off: SOURCE wins, no backups)"
+    )
+    snapshot_file: str | None = Field(None, description="what both sides agreed on (the ancestor)")
+    split_brain_report: str | None = Field(None, description="write the per-path diff here on a halt")
+    allow_empty: bool = Field(False, description="sync although one side is empty (a halt otherwise)")
+    host_name: str = Field("", description="this side's name (tie-breaks, conflict copies)")
+    peer_name: str = Field("", description="DEST's side's name (default: its host)")
+    modify_window: float = Field(0.001, ge=0, description="mtimes this close are equal (s)")
+
     # handler
     mode: Mode = Mode.RSYNC
     handler: str | None = None

@@ -77,6 +77,35 @@ class RsyncHandler:
         )
         return Outcome(verdict.verdict, verdict.failed, message)
 
+    def transfer(
+        self, source: str, paths: tuple[str, ...], *, pull: bool, backup_dir: str, deadline: Deadline
+    ) -> Outcome:
+        """Split-brain: PATHS from SOURCE to DEST (or, PULL, from DEST back to SOURCE);
+        whatever they overwrite or delete on the receiving side is moved to BACKUP_DIR
+        (relative to that side's root) first."""
+        ends = (self.dest.rsync_root(), source) if pull else (source, self.dest.rsync_root())
+        extra = (*self.spec.rsync_arg, "--backup", f"--backup-dir={backup_dir}")
+        argv = build_argv(
+            self.spec.rsync_binary,
+            ends[0],
+            ends[1],
+            full=False,
+            rsh=self.spec.rsh,
+            extra=extra,
+            io_timeout=self.spec.io_timeout,
+        )
+        try:
+            result = run(argv, stdin=encode_list(paths), timeout=self.spec.timeout, deadline=deadline)
+        except SpawnError as err:
+            return Outcome(Verdict.FATAL, message=str(err))
+        if result.timed_out:
+            return Outcome(Verdict.RETRY, message=f"rsync killed after {result.duration:.1f}s")
+        verdict = classify(result.returncode, result.stderr, paths, (source, self.dest.path))
+        message = (
+            "" if verdict.verdict is Verdict.OK else f"rsync exit {result.returncode}: {result.stderr_tail()}"
+        )
+        return Outcome(verdict.verdict, verdict.failed, message)
+
     def scan_dest_below(self, paths: list[str], deadline: Deadline) -> Tree | None:
         return scan_dest_below(self.dest, paths, rsh=self.spec.rsh, timeout=SCAN_TIMEOUT, deadline=deadline)
 

@@ -22,7 +22,16 @@ _OK = frozenset({0, 24})
 _PARTIAL = frozenset({23})
 _FATAL = frozenset({1, 2, 4, 25, 126, 127})
 
-BASE_ARGS = ("-a", "--numeric-ids", "--from0", "--files-from=-", "--delete-missing-args", "--force")
+# The split-brain backup folder at either root is never sent, overwritten or deleted.
+BASE_ARGS = (
+    "-a",
+    "--numeric-ids",
+    "--from0",
+    "--files-from=-",
+    "--delete-missing-args",
+    "--force",
+    "--exclude=/.tandem-backup",
+)
 
 
 def build_argv(

@@ -1,0 +1,103 @@
+"""The ancestor: what SOURCE and DEST agreed on after the last successful sync.
+
+The worker keeps it in memory (rebuilt from the scan of a full sync, updated
+path by path after every incremental one) and writes it to its snapshot file
+in the state directory (atomically: a crash leaves the old file or the new
+one) after the initial sync, at most every ``SAVE_EVERY`` seconds while it
+changes, and at stop. Split-brain classification reads it at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+from workers.snapshot import Entry, Tree, type_of
+from workers.splitbrain import is_backup
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+SAVE_EVERY = 30.0
+
+
+def load(path: str | None) -> Tree | None:
+    """The saved ancestor, or None (no file, unreadable, another version)."""
+    if not path:
+        return None
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.warning("snapshot %s unreadable, ignored: %s", path, err)
+        return None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        return None
+    return {p: Entry(t, int(s), float(m)) for p, (t, s, m) in data["entries"].items()}
+
+
+def save(path: str, tree: Tree) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    data = {
+        "version": VERSION,
+        "saved": time.time(),
+        "entries": {p: [e.type, e.size, e.mtime] for p, e in tree.items()},
+    }
+    temp = f"{path}.tmp"
+    with gzip.open(temp, "wt", encoding="utf-8", compresslevel=3) as f:
+        json.dump(data, f, separators=(",", ":"))
+    os.replace(temp, path)
+
+
+class Ancestor:
+    """The in-memory ancestor of one pair and when to write it."""
+
+    def __init__(self, path: str | None, root: str) -> None:
+        self.path = path
+        self.root = root
+        self.tree: dict[str, Entry] = {}
+        self.dirty = False
+        self._next_save = 0.0
+
+    def replace(self, tree: Tree) -> None:
+        self.tree = {p: e for p, e in tree.items() if not is_backup(p)}
+        self.dirty = True
+
+    def update(self, paths: Iterable[str]) -> None:
+        """PATHS were just synced: both sides now hold what SOURCE holds."""
+        for path in paths:
+            if not path or is_backup(path):
+                continue
+            try:
+                st = os.lstat(os.path.join(self.root, path))
+            except OSError:
+                prefix = path + "/"
+                for gone in [p for p in self.tree if p == path or p.startswith(prefix)]:
+                    del self.tree[gone]
+                continue
+            self.tree[path] = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)
+        self.dirty = True
+
+    def maybe_save(self, now: float, *, force: bool = False) -> None:
+        if not self.path or not self.dirty or (not force and now < self._next_save):
+            return
+        try:
+            save(self.path, self.tree)
+        except OSError as err:
+            log.warning("cannot write snapshot %s: %s", self.path, err)
+            return
+        self.dirty = False
+        self._next_save = now + SAVE_EVERY
+
+
+def discard(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

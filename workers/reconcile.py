@@ -1,0 +1,222 @@
+"""Carry out a split-brain decision before the worker's first sync.
+
+Scan both sides (the backup folders left out), classify against the ancestor,
+decide with the pair's policy (``splitbrain``), then act: rename the losing
+versions of conflicting paths to their conflict copies, pull what DEST wins,
+push what SOURCE wins. Every rsync run here backs up what it overwrites or
+deletes into ``.tandem-backup/STAMP/`` on the receiving side, so a wrong
+decision can be undone. A halt (policy ``manual``, or a side that is empty)
+writes the per-path report for the API and stops the worker with exit 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workers.batching import Move
+from workers.snapshot import Entry, Tree, scan_local
+from workers.spec import ExitCode, WorkerSpec
+from workers.splitbrain import (
+    BACKUP_DIR,
+    POLICIES,
+    Class,
+    Decision,
+    PathDiff,
+    Side,
+    classify,
+    decide,
+    describe,
+    is_backup,
+    safety,
+)
+from workers.transfer import Deadline, Verdict
+
+log = logging.getLogger(__name__)
+
+REPORT_PATHS = 5000  # a report lists at most this many paths (the counts are always whole)
+
+
+class Unresolved(Exception):
+    """Nothing may be synced: CODE and the reason (the report is written)."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def stamp(now: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def names(spec: WorkerSpec) -> tuple[str, str]:
+    here = spec.host_name or socket.gethostname()
+    dest = spec.destination
+    there = spec.peer_name or (dest.host if dest.kind != "local" else f"{here}-dest")
+    return here, there
+
+
+def plan(
+    spec: WorkerSpec, here: Tree, there: Tree, ancestor: Tree | None, now: float
+) -> tuple[list[PathDiff], Decision, str]:
+    """The diffs, the decision of the pair's policy, and a safety reason ('' if none)."""
+    host_here, host_there = names(spec)
+    diffs = classify(here, there, ancestor, spec.modify_window)
+    danger = "" if spec.allow_empty else safety(here, there, ancestor)
+    decision = decide(
+        diffs,
+        here,
+        there,
+        ancestor,
+        spec.split_brain or "newest",
+        window=spec.modify_window,
+        host_here=host_here,
+        host_there=host_there,
+        stamp=stamp(now),
+    )
+    return diffs, decision, danger
+
+
+def report(
+    spec: WorkerSpec,
+    diffs: list[PathDiff],
+    here: Tree,
+    there: Tree,
+    ancestor: Tree | None,
+    halt: str,
+    now: float,
+) -> dict[str, Any]:
+    """What the API shows for a halted pair: the paths and what each policy would do."""
+    host_here, host_there = names(spec)
+
+    def meta(e: Any) -> list[Any] | None:
+        return None if e is None else [e.type, e.size, e.mtime]
+
+    previews = {}
+    for policy in POLICIES:
+        if policy == "manual":
+            continue
+        d = decide(
+            diffs,
+            here,
+            there,
+            ancestor,
+            policy,
+            window=spec.modify_window,
+            host_here=host_here,
+            host_there=host_there,
+            stamp=stamp(now),
+        )
+        previews[policy] = {
+            "winner": d.winner.value if d.winner else None,
+            "push": list(d.push[:REPORT_PATHS]),
+            "pull": list(d.pull[:REPORT_PATHS]),
+            "conflicts": [{"path": c.path, "winner": c.winner.value, "copy": c.copy} for c in d.conflicts],
+            "summary": describe(d),
+        }
+    return {
+        "label": spec.name,
+        "source": spec.source,
+        "dest": spec.dest,
+        "here": host_here,
+        "there": host_there,
+        "policy": spec.split_brain,
+        "halt": halt,
+        "ancestor": ancestor is not None,
+        "written": now,
+        "total": len(diffs),
+        "counts": {c.value: sum(d.cls is c for d in diffs) for c in Class},
+        "paths": [
+            {"path": d.path, "class": d.cls.value, "here": meta(d.here), "there": meta(d.there)}
+            for d in diffs[:REPORT_PATHS]
+        ],
+        "policies": previews,
+    }
+
+
+def write_report(path: str | None, data: dict[str, Any]) -> None:
+    if not path:
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temp = f"{path}.tmp"
+    with open(temp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(temp, path)
+
+
+def clear_report(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def without_backups(tree: Tree, allows: Callable[[str, bool], bool]) -> dict[str, Entry]:
+    return {p: e for p, e in tree.items() if p and not is_backup(p) and allows(p, e.is_dir)}
+
+
+def resolve(
+    spec: WorkerSpec,
+    handler: Any,
+    source: str,
+    rules: Any,
+    ancestor: Tree | None,
+    deadline: Deadline,
+    now: float,
+) -> str:
+    """Resolve SOURCE against DEST; return a summary. Raises Unresolved to halt,
+    ScanError when a side cannot be listed (the caller retries)."""
+    here = without_backups(scan_local(source, rules), rules.allows)
+    listed = handler.scan_dest(deadline)
+    if listed is None:
+        return "DEST cannot be listed by this handler: no split-brain check"
+    there = without_backups(listed, rules.allows)
+    if not there and not (ancestor and not spec.allow_empty):
+        clear_report(spec.split_brain_report)
+        return "DEST is empty: the initial sync sends everything"
+    diffs, decision, danger = plan(spec, here, there, ancestor, now)
+    halt = f"split-brain safety halt: {danger}" if danger else decision.halt
+    if halt:
+        write_report(spec.split_brain_report, report(spec, diffs, here, there, ancestor, halt, now))
+        raise Unresolved(ExitCode.SAFETY_HALT, halt)
+    clear_report(spec.split_brain_report)
+    if not decision.changes:
+        return "both sides are the same" if not diffs else describe(decision)
+    if not hasattr(handler, "transfer"):
+        raise Unresolved(
+            ExitCode.CONFIG, f"split-brain resolution needs the rsync handler ({describe(decision)})"
+        )
+    if decision.winner is Side.HERE and not there:
+        return describe(decision)  # DEST is empty: the initial sync sends it all, nothing to back up
+    backup = f"{BACKUP_DIR}/{stamp(now)}"
+    for conflict in decision.conflicts:
+        _rename_loser(handler, source, conflict.path, conflict.copy, conflict.winner, here, there)
+    for paths, pull in ((decision.pull, True), (decision.push, False)):
+        if paths:
+            outcome = handler.transfer(source, tuple(paths), pull=pull, backup_dir=backup, deadline=deadline)
+            if outcome.verdict is not Verdict.OK:
+                raise Unresolved(
+                    ExitCode.SYNC_FAILED,
+                    f"split-brain {'pull' if pull else 'push'} failed: {outcome.message}",
+                )
+    summary = describe(decision)
+    log.warning("split-brain resolved: %s (what lost is under %s on its side)", summary, backup)
+    return summary
+
+
+def _rename_loser(
+    handler: Any, source: str, path: str, copy: str, winner: Side, here: Tree, there: Tree
+) -> None:
+    if winner is Side.THERE:  # our version loses: it becomes the copy, here
+        os.rename(os.path.join(source, path), os.path.join(source, copy))
+        return
+    entry = there[path]
+    if not handler.move(Move(old=path, new=copy, is_dir=entry.is_dir)):
+        raise Unresolved(
+            ExitCode.SAFETY_HALT, f"split-brain: cannot keep DEST's version of {path!r} as {copy!r}"
+        )

@@ -1,0 +1,304 @@
+"""Split-brain: what to do when DEST already holds data before the first sync.
+
+Pure. It takes the two scans (path -> Entry, HERE = SOURCE, THERE = DEST), the
+ancestor (the tree both sides agreed on after the last successful sync, or
+None), and returns per-path classes and, for a policy, a ``Decision``: which
+paths go from here to there (``push``), which come back (``pull``), which
+conflicting paths keep both versions, or why nothing may happen (``halt``).
+A listed path that is absent on the side it comes from is deleted on the
+other; the executor moves whatever it overwrites or deletes into the backup
+folder of that side first.
+
+Rules:
+- Two entries are the same when their types match and, for files and links,
+  sizes match and mtimes differ by at most the modify window (directories:
+  type only).
+- With an ancestor, a path changed on a side when that side differs from the
+  ancestor; changed on both sides to different results is a conflict.
+  Without one, a path on one side only counts as new there, and a path that
+  differs is a conflict.
+- The latest change of a side is the newest mtime among its entries that
+  differ from the ancestor (all entries without one); directories count, so
+  a deletion (which touches its directory) is a change.
+- With an ancestor and changes on one side only there is no split-brain:
+  that side's changes go across, whatever the policy. A policy decides when
+  both sides changed, or when there is no ancestor to tell.
+- Ties (mtimes within the window) go to the side whose host name sorts first:
+  the same answer on both hosts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Side(StrEnum):
+    HERE = "here"
+    THERE = "there"
+
+
+class Class(StrEnum):
+    SAME = "same"
+    HERE = "changed-here"
+    THERE = "changed-there"
+    CONFLICT = "conflict"
+
+
+POLICIES = ("newest", "local", "remote", "keep-both", "manual")
+BACKUP_DIR = ".tandem-backup"
+CONFLICT_MARK = ".tandem-conflict-"
+
+
+class Meta(Protocol):
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime(self) -> float: ...
+
+
+Tree = Mapping[str, Meta]
+
+
+@dataclass(frozen=True)
+class PathDiff:
+    path: str
+    cls: Class
+    here: Meta | None
+    there: Meta | None
+
+
+@dataclass(frozen=True)
+class Conflict:
+    path: str
+    winner: Side
+    copy: str  # the loser's version is kept under this name, on both sides
+
+
+@dataclass(frozen=True)
+class Decision:
+    policy: str
+    winner: Side | None = None  # whole-tree policies: the side that wins
+    push: tuple[str, ...] = ()  # here -> there (absent here: deleted there)
+    pull: tuple[str, ...] = ()  # there -> here (absent there: deleted here)
+    conflicts: tuple[Conflict, ...] = ()  # keep-both: the loser renamed to its copy first
+    halt: str = ""  # nothing may happen, and why
+
+    @property
+    def changes(self) -> int:
+        return len(self.push) + len(self.pull) + len(self.conflicts)
+
+
+def is_backup(path: str) -> bool:
+    return path == BACKUP_DIR or path.startswith(BACKUP_DIR + "/")
+
+
+def same(a: Meta | None, b: Meta | None, window: float) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a.type != b.type:
+        return False
+    if a.type == "d":
+        return True
+    return a.size == b.size and abs(a.mtime - b.mtime) <= window
+
+
+def _identical(a: Meta | None, b: Meta | None, window: float) -> bool:
+    """Same, and for directories the same mtime too (a deletion inside changes it)."""
+    if not same(a, b, window):
+        return False
+    return a is None or b is None or abs(a.mtime - b.mtime) <= window
+
+
+def classify(here: Tree, there: Tree, ancestor: Tree | None, window: float) -> list[PathDiff]:
+    """Every path that is not the same on both sides, sorted, with its class."""
+    out = []
+    for path in sorted(set(here) | set(there), key=lambda p: p.split("/")):
+        h, t = here.get(path), there.get(path)
+        if same(h, t, window):
+            continue
+        if ancestor is None:
+            cls = Class.HERE if t is None else Class.THERE if h is None else Class.CONFLICT
+        else:
+            a = ancestor.get(path)
+            changed_here, changed_there = not same(h, a, window), not same(t, a, window)
+            if changed_here and changed_there:
+                cls = Class.CONFLICT
+            elif changed_here:
+                cls = Class.HERE
+            elif changed_there:
+                cls = Class.THERE
+            else:  # each side within the window of the ancestor, not of each other: leave it
+                continue
+        out.append(PathDiff(path, cls, h, t))
+    return out
+
+
+def latest_change(tree: Tree, ancestor: Tree | None, window: float) -> float | None:
+    """The newest mtime among TREE's entries that differ from ANCESTOR (None: no change)."""
+    times = [
+        e.mtime
+        for p, e in tree.items()
+        if p and (ancestor is None or not _identical(e, ancestor.get(p), window))
+    ]
+    return max(times, default=None)
+
+
+def _tie_winner(host_here: str, host_there: str) -> Side:
+    return Side.HERE if host_here <= host_there else Side.THERE
+
+
+def newer(here: float | None, there: float | None, window: float, host_here: str, host_there: str) -> Side:
+    """Which side's time is later; within WINDOW the host name decides."""
+    if here is None and there is None:
+        return _tie_winner(host_here, host_there)
+    if there is None:
+        return Side.HERE
+    if here is None:
+        return Side.THERE
+    if abs(here - there) <= window:
+        return _tie_winner(host_here, host_there)
+    return Side.HERE if here > there else Side.THERE
+
+
+def safety(here: Tree, there: Tree, ancestor: Tree | None) -> str:
+    """Why syncing now could wipe a side ('' when it cannot): SOURCE is empty
+    while DEST holds data, or DEST is empty although it held data at the last sync."""
+    has_here = any(p for p in here)
+    has_there = any(p for p in there)
+    if not has_here and has_there:
+        return f"SOURCE is empty but DEST holds {len(there) - ('' in there)} entries"
+    if has_here and not has_there and ancestor is not None and any(p for p in ancestor):
+        return (
+            f"DEST is empty (or missing) but held {len(ancestor) - ('' in ancestor)} entries at the last sync"
+        )
+    return ""
+
+
+def conflict_name(path: str, host: str, stamp: str) -> str:
+    head, _, name = path.rpartition("/")
+    copy = f"{name}{CONFLICT_MARK}{host}-{stamp}"
+    return f"{head}/{copy}" if head else copy
+
+
+def _subtree(tree: Tree, path: str) -> list[str]:
+    prefix = path + "/"
+    return [p for p in tree if p.startswith(prefix)]
+
+
+def decide(
+    diffs: list[PathDiff],
+    here: Tree,
+    there: Tree,
+    ancestor: Tree | None,
+    policy: str,
+    *,
+    window: float,
+    host_here: str,
+    host_there: str,
+    stamp: str,
+) -> Decision:
+    """What POLICY does with DIFFS. STAMP names conflict copies (e.g. 20261124T2054Z)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown split-brain policy {policy!r} (one of {', '.join(POLICIES)})")
+    if not diffs:
+        return Decision(policy)
+    paths = ordered(d.path for d in diffs)
+    if ancestor is not None:  # only one side changed: no split-brain, its changes go across
+        if all(d.cls is Class.HERE for d in diffs):
+            return Decision(policy, Side.HERE, push=paths)
+        if all(d.cls is Class.THERE for d in diffs):
+            return Decision(policy, Side.THERE, pull=paths)
+    if policy == "manual":
+        conflicts = sum(d.cls is Class.CONFLICT for d in diffs)
+        return Decision(
+            policy,
+            halt=f"split-brain: {len(diffs)} paths differ ({conflicts} conflicts); "
+            "waiting for a decision (POST /containers/NAME/resolve)",
+        )
+    if policy == "keep-both":
+        return _keep_both(
+            diffs, here, there, window=window, host_here=host_here, host_there=host_there, stamp=stamp
+        )
+    if policy == "local":
+        winner = Side.HERE
+    elif policy == "remote":
+        winner = Side.THERE
+    else:
+        winner = newer(
+            latest_change(here, ancestor, window),
+            latest_change(there, ancestor, window),
+            window,
+            host_here,
+            host_there,
+        )
+    return Decision(
+        policy, winner, push=paths if winner is Side.HERE else (), pull=paths if winner is Side.THERE else ()
+    )
+
+
+def _keep_both(
+    diffs: list[PathDiff],
+    here: Tree,
+    there: Tree,
+    *,
+    window: float,
+    host_here: str,
+    host_there: str,
+    stamp: str,
+) -> Decision:
+    push: list[str] = []
+    pull: list[str] = []
+    conflicts: list[Conflict] = []
+    renamed: set[str] = set()  # conflicting directories moved aside: their subtrees follow them
+    for d in diffs:
+        if any(d.path.startswith(r + "/") for r in renamed):
+            continue
+        if d.cls is Class.HERE:
+            push.append(d.path)
+        elif d.cls is Class.THERE:
+            pull.append(d.path)
+        elif d.here is None or d.there is None:
+            # changed on one side, deleted on the other: keep the data
+            (pull if d.here is None else push).append(d.path)
+        else:
+            winner = newer(d.here.mtime, d.there.mtime, window, host_here, host_there)
+            loser_host = host_there if winner is Side.HERE else host_here
+            copy = conflict_name(d.path, loser_host, stamp)
+            conflicts.append(Conflict(d.path, winner, copy))
+            loser_tree = there if winner is Side.HERE else here
+            winner_tree = here if winner is Side.HERE else there
+            # The winner's version goes to the loser's side, the loser's copy comes back.
+            moved = [copy, *(copy + p[len(d.path) :] for p in _subtree(loser_tree, d.path))]
+            own = [d.path, *_subtree(winner_tree, d.path)]
+            if winner is Side.HERE:
+                push.extend(own)
+                pull.extend(moved)
+            else:
+                pull.extend(own)
+                push.extend(moved)
+            renamed.add(d.path)
+    return Decision("keep-both", None, ordered(push), ordered(pull), tuple(conflicts))
+
+
+def describe(decision: Decision) -> str:
+    if decision.halt:
+        return decision.halt
+    if not decision.changes:
+        return "both sides are the same"
+    who = f"{decision.winner} wins; " if decision.winner else ""
+    return (
+        f"{decision.policy}: {who}{len(decision.push)} paths to DEST, {len(decision.pull)} from DEST, "
+        f"{len(decision.conflicts)} conflicts kept both ways"
+    )
+
+
+def ordered(paths: Iterable[str]) -> tuple[str, ...]:
+    """PATHS once each, a directory before what is in it."""
+    return tuple(sorted(set(paths), key=lambda p: p.split("/")))
