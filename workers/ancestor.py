@@ -9,7 +9,6 @@ changes, and at stop. Split-brain classification reads it at the next start.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import logging
@@ -26,8 +25,9 @@ VERSION = 1
 SAVE_EVERY = 30.0
 
 
-def load(path: str | None) -> Tree | None:
-    """The saved ancestor, or None (no file, unreadable, another version)."""
+def load(path: str | None, pair: tuple[str, str]) -> Tree | None:
+    """The saved ancestor of PAIR (SOURCE, DEST), or None (no file, unreadable,
+    another version, or saved for another pair: a new DEST has no ancestor)."""
     if not path:
         return None
     try:
@@ -38,15 +38,16 @@ def load(path: str | None) -> Tree | None:
     except (OSError, ValueError) as err:
         log.warning("snapshot %s unreadable, ignored: %s", path, err)
         return None
-    if not isinstance(data, dict) or data.get("version") != VERSION:
+    if not isinstance(data, dict) or data.get("version") != VERSION or data.get("pair") != list(pair):
         return None
     return {p: Entry(t, int(s), float(m)) for p, (t, s, m) in data["entries"].items()}
 
 
-def save(path: str, tree: Tree) -> None:
+def save(path: str, tree: Tree, pair: tuple[str, str]) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     data = {
         "version": VERSION,
+        "pair": list(pair),
         "saved": time.time(),
         "entries": {p: [e.type, e.size, e.mtime] for p, e in tree.items()},
     }
@@ -59,9 +60,10 @@ def save(path: str, tree: Tree) -> None:
 class Ancestor:
     """The in-memory ancestor of one pair and when to write it."""
 
-    def __init__(self, path: str | None, root: str) -> None:
+    def __init__(self, path: str | None, root: str, pair: tuple[str, str]) -> None:
         self.path = path
         self.root = root
+        self.pair = pair
         self.tree: dict[str, Entry] = {}
         self.dirty = False
         self._next_save = 0.0
@@ -89,15 +91,9 @@ class Ancestor:
         if not self.path or not self.dirty or (not force and now < self._next_save):
             return
         try:
-            save(self.path, self.tree)
+            save(self.path, self.tree, self.pair)
         except OSError as err:
             log.warning("cannot write snapshot %s: %s", self.path, err)
             return
         self.dirty = False
         self._next_save = now + SAVE_EVERY
-
-
-def discard(path: str | None) -> None:
-    if path:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)

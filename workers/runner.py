@@ -81,7 +81,8 @@ class Worker:
         self._next_rescan = 0.0
         self._next_heartbeat = 0.0
         self._started = False
-        self.ancestor = Ancestor(spec.snapshot_file, self.source) if spec.snapshot_file else None
+        self.pair = (self.source, spec.dest)
+        self.ancestor = Ancestor(spec.snapshot_file, self.source, self.pair) if spec.snapshot_file else None
         self._scanned: Tree = {}  # SOURCE as the last full sync's scan saw it
 
     # -- entry -------------------------------------------------------------
@@ -135,7 +136,7 @@ class Worker:
         """Before the first sync: resolve DEST's own changes by the pair's policy.
         A side that cannot be listed is retried with backoff (until a stop)."""
         assert self.handler is not None
-        ancestor = load_ancestor(self.spec.snapshot_file)
+        ancestor = load_ancestor(self.spec.snapshot_file, self.pair)
         attempt = 0
         while not self._stopping:
             try:

@@ -70,7 +70,7 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path, serve) -> None:
         "--phases",
         "examples,coverage,fuzzing",
         "--workers",
-        "2",
+        "1",  # two workers crash schemathesis inside ast.parse on Python 3.11.7 (not thread-safe)
         "--request-timeout",
         "10",
         "--seed",
@@ -85,7 +85,7 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path, serve) -> None:
     result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     summary = json.loads(report.read_text())
-    assert summary["operations"]["tested"] == summary["operations"]["selected"] == 13
+    assert summary["operations"]["tested"] == summary["operations"]["selected"] == 15
     assert summary["test_cases"]["generated"] >= 300 and summary["test_cases"]["with_failures"] == 0
     log = s.log.read_text()
     assert "web: full resync asked through the API" in log  # the fuzzer reached a real worker

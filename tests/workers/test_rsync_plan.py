@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from workers.transfer import Verdict
 from workers.transfer.rsync_plan import build_argv, classify, encode_list, failed_paths
 
-BASE = ["-a", "--numeric-ids", "--from0", "--files-from=-", "--delete-missing-args", "--force"]
+BASE = [
+    "-a",
+    "--numeric-ids",
+    "--from0",
+    "--files-from=-",
+    "--delete-missing-args",
+    "--force",
+    "--exclude=/.tandem-backup",  # split-brain backups stay on their side
+]
 
 
 def test_argv_incremental_with_rsh_and_extra() -> None:

@@ -1,0 +1,55 @@
+"""The ancestor snapshot on a real file: round trip, pair check, bad files,
+updates after incremental syncs."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+from workers.ancestor import Ancestor, load, save
+from workers.snapshot import Entry, scan_local
+
+PAIR = ("/src", "peer:/dst")
+
+
+def test_round_trip_and_only_for_its_own_pair(tmp_path: Path) -> None:
+    path = str(tmp_path / "s" / "snap.json.gz")
+    tree = {"a": Entry("f", 3, 1.5), "d": Entry("d", 0, 2.0)}
+    save(path, tree, PAIR)
+    assert load(path, PAIR) == tree
+    assert load(path, ("/src", "peer:/elsewhere")) is None  # a new DEST has no ancestor
+    assert load(str(tmp_path / "missing.json.gz"), PAIR) is None
+    assert load(None, PAIR) is None
+
+
+def test_a_damaged_file_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "snap.json.gz"
+    path.write_bytes(b"not gzip")
+    assert load(str(path), PAIR) is None
+    with gzip.open(path, "wt") as f:
+        f.write('{"version": 99}')
+    assert load(str(path), PAIR) is None
+
+
+def test_updates_follow_what_was_synced(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "x").write_text("x")
+    (root / "y").write_text("y")
+    snap = str(tmp_path / "snap.json.gz")
+    ancestor = Ancestor(snap, str(root), PAIR)
+    ancestor.replace({**scan_local(str(root)), ".tandem-backup/T/z": Entry("f", 1, 1.0)})
+    assert ".tandem-backup/T/z" not in ancestor.tree  # backups are never part of it
+    (root / "y").write_text("longer")
+    os.unlink(root / "d" / "x")
+    os.rmdir(root / "d")
+    ancestor.update(["y", "d"])
+    assert set(ancestor.tree) == {"y"} and ancestor.tree["y"].size == 6
+    ancestor.maybe_save(0.0)
+    assert load(snap, PAIR) == ancestor.tree and not ancestor.dirty
+    ancestor.update(["y"])
+    ancestor.maybe_save(1.0)  # within SAVE_EVERY: not written yet
+    assert ancestor.dirty
+    ancestor.maybe_save(1.0, force=True)
+    assert not ancestor.dirty
