@@ -9,6 +9,9 @@ as entries. DEST over ssh is scanned with GNU ``find -printf`` on the peer
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import logging
 import os
 import re
@@ -52,16 +55,32 @@ def type_of(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), "o")
 
 
+Lister = Callable[[str, bool], AbstractContextManager[tuple[list[str], Callable[[str], os.stat_result]]]]
+
+
+@contextlib.contextmanager
+def open_dir(path: str, top: bool) -> Iterator[tuple[list[str], Callable[[str], os.stat_result]]]:
+    """PATH's names and an lstat relative to it (one open directory, no path walks
+    per entry). Below the top a symlink put in a directory's place is not followed."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if top else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        yield os.listdir(fd), functools.partial(os.stat, dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
 def scan_local(
     root: str,
     rules: Rules | None = None,
     *,
     below: str = "",
-    scandir: Callable[[str], AbstractContextManager[Iterator[os.DirEntry[str]]]] = os.scandir,
+    opendir: Lister = open_dir,
     on_entry: Callable[[int], object] | None = None,
 ) -> Tree:
     """Walk ROOT/BELOW; with RULES, excluded entries are left out and excluded
-    directories are not entered. Paths are relative to ROOT."""
+    directories are not entered. Paths are relative to ROOT. Symlinks are never
+    followed; what vanishes mid-walk is skipped."""
     tree: Tree = {}
     stack = [below]
     kinds = _KINDS
@@ -71,30 +90,33 @@ def scan_local(
         if rules is not None and not rules.can_enter(rel_dir):
             continue
         try:
-            with scandir(os.path.join(root, rel_dir) if rel_dir else root) as entries:
-                items = list(entries)
+            with opendir(os.path.join(root, rel_dir) if rel_dir else root, not rel_dir) as (names, lstat):
+                prefix = f"{rel_dir}/" if rel_dir else ""
+                for name in names:
+                    rel = prefix + name
+                    try:
+                        st = lstat(name)
+                    except FileNotFoundError:
+                        continue
+                    kind = kinds.get(st.st_mode & 0o170000, "o")
+                    if rules is not None and not rules.allows(rel, kind == "d"):
+                        if kind == "d" and rules.can_enter(rel):
+                            stack.append(rel)  # the entry is not synced, its content may be
+                        continue
+                    tree[rel] = make((kind, st.st_size, st.st_mtime))
+                    if kind == "d":
+                        stack.append(rel)
         except (FileNotFoundError, NotADirectoryError):
             continue  # vanished mid-walk
-        except PermissionError as err:
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                continue  # replaced by a symlink mid-walk: not followed
+            if not isinstance(err, PermissionError):
+                raise
             log.warning("cannot list %s: %s", os.path.join(root, rel_dir), err.strerror)
             continue
-        prefix = f"{rel_dir}/" if rel_dir else ""
-        for item in items:
-            rel = prefix + item.name
-            try:
-                st = item.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            kind = kinds.get(st.st_mode & 0o170000, "o")
-            if rules is not None and not rules.allows(rel, kind == "d"):
-                if kind == "d" and rules.can_enter(rel):
-                    stack.append(rel)  # the entry is not synced, its content may be
-                continue
-            tree[rel] = make((kind, st.st_size, st.st_mtime))
-            if kind == "d":
-                stack.append(rel)
         if on_entry is not None:
-            on_entry(len(items))
+            on_entry(len(names))
     return tree
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from workers.rules import Rules, parse_lines
-from workers.snapshot import Entry, parse_find, parse_list_only, scan_local, under_real_dirs
+from workers.snapshot import Entry, open_dir, parse_find, parse_list_only, scan_local, under_real_dirs
 
 
 def rules(*lines: str) -> Rules:
@@ -77,43 +77,31 @@ def test_scan_local_types_and_no_symlink_following(src: Path) -> None:
 def test_scan_local_rules_and_below(src: Path, lines: list[str], below: str, expected: set[str]) -> None:
     opened: list[str] = []
 
-    def scandir(path: str) -> contextlib.AbstractContextManager[Iterator[os.DirEntry[str]]]:
+    def opendir(path: str, top: bool):  # type: ignore[no-untyped-def]
         opened.append(os.path.relpath(path, src))
-        return os.scandir(path)
+        return open_dir(path, top)
 
     r = rules(*lines) if lines else None
-    assert set(scan_local(str(src), r, below=below, scandir=scandir)) == expected
+    assert set(scan_local(str(src), r, below=below, opendir=opendir)) == expected
     if r is not None:  # excluded directories are never listed
         assert all(r.can_enter("" if d == "." else d) for d in opened)
-
-
-class _VanishedEntry:
-    """A DirEntry whose file is gone by the time it is stat'ed."""
-
-    name = "ghost"
-
-    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
-        raise FileNotFoundError(2, "No such file or directory")
 
 
 def test_scan_local_survives_vanished_and_unreadable_dirs(
     src: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     @contextlib.contextmanager
-    def scandir(path: str) -> Iterator[list[object]]:
+    def opendir(path: str, top: bool) -> Iterator[tuple[list[str], Callable[[str], os.stat_result]]]:
         rel = os.path.relpath(path, src)
         if rel == "d":
             raise FileNotFoundError(2, "No such file or directory", path)
         if rel == "skip":
             raise PermissionError(13, "Permission denied", path)
-        with os.scandir(path) as entries:
-            items: list[object] = list(entries)
-        if rel == ".":
-            items.append(_VanishedEntry())
-        yield items
+        with open_dir(path, top) as (names, lstat):
+            yield ([*names, "ghost"] if rel == "." else names), lstat  # ghost: gone before its stat
 
     with caplog.at_level(logging.WARNING, logger="workers.snapshot"):
-        tree = scan_local(str(src), scandir=scandir)  # type: ignore[arg-type]
+        tree = scan_local(str(src), opendir=opendir)
     assert set(tree) == {"f1", "d", "skip", "link", "fifo"}  # both dirs kept as entries, no content
     assert "ghost" not in tree
     assert any(
@@ -223,3 +211,22 @@ def test_under_real_dirs_drops_paths_behind_symlinked_dirs(tmp_path: Path) -> No
     os.symlink(root / "real", root / "inward")
     paths = ["real/f", "escape", "escape/secret", "inward/f", "gone/deleted", "top"]
     assert under_real_dirs(str(root), paths) == ["real/f", "escape", "gone/deleted", "top"]
+
+
+def test_scan_local_does_not_follow_a_directory_swapped_for_a_symlink(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host data")
+
+    @contextlib.contextmanager
+    def opendir(path: str, top: bool) -> Iterator[tuple[list[str], Callable[[str], os.stat_result]]]:
+        if os.path.basename(path) == "d":  # after its lstat said "directory", before its open
+            os.rmdir(path)
+            os.symlink(outside, path)
+        with open_dir(path, top) as found:
+            yield found
+
+    tree = scan_local(str(root), opendir=opendir)
+    assert set(tree) == {"d"} and "d/secret" not in tree
