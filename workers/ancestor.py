@@ -72,14 +72,19 @@ class Ancestor:
         self.tree = {p: e for p, e in tree.items() if not is_backup(p)}
         self.dirty = True
 
-    def update(self, paths: Iterable[str]) -> None:
-        """PATHS were just synced: both sides now hold what SOURCE holds."""
+    def update(self, paths: Iterable[str], since: float) -> None:
+        """PATHS were just synced by a run that started at wall time SINCE: both
+        sides now hold what SOURCE holds, unless a path changed again after SINCE
+        (its ctime says so). Such a path is dropped: unknown is safer than a state
+        DEST may never have received (it would look like a change made there)."""
         for path in paths:
             if not path or is_backup(path):
                 continue
             try:
                 st = os.lstat(os.path.join(self.root, path))
             except OSError:
+                st = None
+            if st is None or st.st_ctime >= since:
                 prefix = path + "/"
                 for gone in [p for p in self.tree if p == path or p.startswith(prefix)]:
                     del self.tree[gone]

@@ -98,6 +98,7 @@ class Worker:
         except Exception:
             log.exception("unexpected error")
         finally:
+            self._save_ancestor(force=True)  # it only ever holds what both sides agreed on
             if self.watcher is not None:
                 self.watcher.stop()
             if self._started:
@@ -332,6 +333,7 @@ class Worker:
     def _execute(self, batch: Batch, *, initial: bool = False) -> None:
         """Run BATCH to success; retry with backoff; never drop a path."""
         start = time.monotonic()
+        start_wall = time.time()
         counters = self.reporter.counters
         if batch.full and not initial:
             counters.resyncs += 1
@@ -369,7 +371,7 @@ class Worker:
                 self.ancestor.replace(self._scanned)
             else:
                 moved = [p for m in batch.moves for p in (m.old, m.new)]
-                self.ancestor.update([*(paths or ()), *moved])
+                self.ancestor.update([*(paths or ()), *moved], since=start_wall)
             self._save_ancestor()
         counters.syncs += 1
         counters.files += covered
@@ -512,7 +514,6 @@ class Worker:
             self._execute(batch)
         if self.batcher.pending:
             raise Halt(ExitCode.SYNC_FAILED, f"stopped with {self.batcher.pending} paths undelivered")
-        self._save_ancestor(force=True)
         return ExitCode.OK
 
     def _drain(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 from pathlib import Path
 
 from workers.ancestor import Ancestor, load, save
@@ -44,11 +45,14 @@ def test_updates_follow_what_was_synced(tmp_path: Path) -> None:
     (root / "y").write_text("longer")
     os.unlink(root / "d" / "x")
     os.rmdir(root / "d")
-    ancestor.update(["y", "d"])
+    ancestor.update(["y", "d"], since=time.time() + 1)
     assert set(ancestor.tree) == {"y"} and ancestor.tree["y"].size == 6
+    ancestor.update(["y"], since=0.0)  # y changed after the run began: no longer known
+    assert "y" not in ancestor.tree
+    ancestor.update(["y"], since=time.time() + 1)
     ancestor.maybe_save(0.0)
     assert load(snap, PAIR) == ancestor.tree and not ancestor.dirty
-    ancestor.update(["y"])
+    ancestor.update(["y"], since=time.time() + 1)
     ancestor.maybe_save(1.0)  # within SAVE_EVERY: not written yet
     assert ancestor.dirty
     ancestor.maybe_save(1.0, force=True)
