@@ -589,10 +589,15 @@ class Supervisor:
         if name not in self.running:
             raise ControlError(409, f"{name}: the container is not running")
         entry.resolve = (request.policy, request.allow_empty)
+        self._started(self.containers[name], fresh=True)
+        if entry.resolve is not None:  # no worker started (its configuration fails now)
+            entry.resolve = None
+            raise ControlError(
+                409, f"{name}: no worker could start ({entry.life.reason or entry.life.phase})"
+            )
         detail = f"policy {request.policy}" + (", allow empty" if request.allow_empty else "")
         log.warning("%s: split-brain resolved through the API: %s", name, detail)
         self.store.record(name, "resolve", None, detail)
-        self._started(self.containers[name], fresh=True)
         return ResolveOut(
             container=name,
             policy=request.policy,

@@ -52,7 +52,8 @@ class Unresolved(Exception):
 
 
 def stamp(now: float) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    """UTC to the millisecond: two decisions within a second get apart backup folders."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
 def names(spec: WorkerSpec) -> tuple[str, str]:
@@ -191,14 +192,24 @@ def resolve(
         raise Unresolved(
             ExitCode.CONFIG, f"split-brain resolution needs the rsync handler ({describe(decision)})"
         )
+    if any(c.winner is Side.HERE for c in decision.conflicts) and spec.destination.kind == "rsyncd":
+        halt = "split-brain: keep-both cannot rename at an rsync daemon DEST; choose another policy"
+        write_report(spec.split_brain_report, report(spec, diffs, here, there, ancestor, halt, now))
+        raise Unresolved(ExitCode.SAFETY_HALT, halt)
     if decision.winner is Side.HERE and not there:
         return describe(decision)  # DEST is empty: the initial sync sends it all, nothing to back up
     backup = f"{BACKUP_DIR}/{stamp(now)}"
     for conflict in decision.conflicts:
         _rename_loser(handler, source, conflict.path, conflict.copy, conflict.winner, here, there)
-    for paths, pull in ((decision.pull, True), (decision.push, False)):
-        if paths:
-            outcome = handler.transfer(source, tuple(paths), pull=pull, backup_dir=backup, deadline=deadline)
+    for listed, pull in ((decision.pull, True), (decision.push, False)):
+        sender, receiver = (there, here) if pull else (here, there)
+        paths = inside(listed, sender, receiver)
+        # Deletions in a run of their own: rsync's generator (deleting, with backups)
+        # and receiver (updating, with backups) race to make the backup folders.
+        for run in ([p for p in paths if p not in sender], [p for p in paths if p in sender]):
+            if not run:
+                continue
+            outcome = handler.transfer(source, tuple(run), pull=pull, backup_dir=backup, deadline=deadline)
             if outcome.verdict is not Verdict.OK:
                 raise Unresolved(
                     ExitCode.SYNC_FAILED,
@@ -209,14 +220,39 @@ def resolve(
     return summary
 
 
+def inside(paths: tuple[str, ...], sender: Tree, receiver: Tree) -> tuple[str, ...]:
+    """PATHS without those below a parent that is not a real directory on either
+    side: rsync would follow such a symlink out of the tree. The parent itself is
+    listed (its type changed), so the link is copied as a link."""
+
+    def real(path: str) -> bool:
+        parent = path.rpartition("/")[0]
+        while parent:
+            for tree in (sender, receiver):
+                entry = tree.get(parent)
+                if entry is not None and entry.type != "d":
+                    return False
+            parent = parent.rpartition("/")[0]
+        return True
+
+    return tuple(p for p in paths if real(p))
+
+
 def _rename_loser(
     handler: Any, source: str, path: str, copy: str, winner: Side, here: Tree, there: Tree
 ) -> None:
+    """The losing version of PATH becomes COPY on its own side (a failure is retried
+    by a later start: nothing was overwritten yet)."""
     if winner is Side.THERE:  # our version loses: it becomes the copy, here
-        os.rename(os.path.join(source, path), os.path.join(source, copy))
+        try:
+            os.rename(os.path.join(source, path), os.path.join(source, copy))
+        except OSError as err:
+            raise Unresolved(
+                ExitCode.SYNC_FAILED, f"split-brain: cannot keep {path!r} as {copy!r}: {err}"
+            ) from None
         return
     entry = there[path]
     if not handler.move(Move(old=path, new=copy, is_dir=entry.is_dir)):
         raise Unresolved(
-            ExitCode.SAFETY_HALT, f"split-brain: cannot keep DEST's version of {path!r} as {copy!r}"
+            ExitCode.SYNC_FAILED, f"split-brain: cannot keep DEST's version of {path!r} as {copy!r}"
         )

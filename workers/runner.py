@@ -44,6 +44,7 @@ from workers.watcher import Watcher
 log = logging.getLogger("tandem.worker")
 
 POLL = 0.25  # longest sleep of the loop: standby file, parent, source root checks
+SETTLE = 0.3  # after a split-brain resolution, before its own events are dropped
 MAX_BACKOFF = 30.0
 DEGRADED_RESCAN = 30.0  # periodic rescan when inotify cannot cover the tree
 HOOK_TIMEOUT = 30.0
@@ -138,6 +139,8 @@ class Worker:
         A side that cannot be listed is retried with backoff (until a stop)."""
         assert self.handler is not None
         ancestor = load_ancestor(self.spec.snapshot_file, self.pair)
+        if ancestor is not None and self.ancestor is not None:
+            self.ancestor.tree = dict(ancestor)  # later updates refine it, never start from nothing
         attempt = 0
         while not self._stopping:
             try:
@@ -152,6 +155,10 @@ class Worker:
                 continue
             except reconcile.Unresolved as err:
                 raise Halt(err.code, str(err)) from None
+            # Our own renames and pulls are in the inbox as events: replaying them
+            # (a rename repeated at DEST) would undo the decision. The full sync
+            # that follows scans both sides anyway, so what changed meanwhile is sent.
+            self._drop_changes()
             log.info(
                 "split-brain check (%s, ancestor %s): %s",
                 self.spec.split_brain,
@@ -159,6 +166,19 @@ class Worker:
                 summary,
             )
             return
+
+    def _drop_changes(self) -> None:
+        time.sleep(SETTLE)  # let the watcher deliver the events of what was just done
+        kept = []
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, Change):
+                kept.append(item)  # signals and degraded notices stay
+        for item in kept:
+            self.inbox.put(item)
 
     def _save_ancestor(self, *, force: bool = False) -> None:
         if self.ancestor is not None:

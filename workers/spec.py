@@ -91,6 +91,27 @@ class Destination(BaseModel):
         return self.rsync_root().rstrip("/") or "/"
 
 
+_SKIPPING_RSYNC_ARGS = frozenset(
+    {
+        "--max-size",
+        "--min-size",
+        "-u",
+        "--update",
+        "--existing",
+        "--ignore-existing",
+        "--exclude",
+        "--exclude-from",
+        "--include",
+        "--include-from",
+        "--filter",
+        "-f",
+        "-F",
+        "-C",
+        "--cvs-exclude",
+    }
+)
+
+
 class WorkerSpec(BaseModel):
     """Everything one worker needs. Field names are the CLI option names."""
 
@@ -180,6 +201,15 @@ class WorkerSpec(BaseModel):
             raise ValueError("--handler for --mode python must be module:function")
         if self.mode is Mode.DIRECT and self.destination.kind != "local":
             raise ValueError("--mode direct needs a local DEST")
+        if self.split_brain:
+            # The ancestor records what a run sent; these make rsync skip files silently.
+            skipping = [a for a in self.rsync_arg if a.split("=")[0] in _SKIPPING_RSYNC_ARGS]
+            if skipping:
+                raise ValueError(
+                    f"--split-brain cannot be used with rsync arguments that skip files: {skipping}"
+                )
+            if self.ignore_exit_code:
+                raise ValueError("--split-brain cannot be used with --ignore-exit-code")
         return self
 
     @property

@@ -109,13 +109,6 @@ def same(a: Meta | None, b: Meta | None, window: float) -> bool:
     return a.size == b.size and abs(a.mtime - b.mtime) <= window
 
 
-def _identical(a: Meta | None, b: Meta | None, window: float) -> bool:
-    """Same, and for directories the same mtime too (a deletion inside changes it)."""
-    if not same(a, b, window):
-        return False
-    return a is None or b is None or abs(a.mtime - b.mtime) <= window
-
-
 def classify(here: Tree, there: Tree, ancestor: Tree | None, window: float) -> list[PathDiff]:
     """Every path that is not the same on both sides, sorted, with its class."""
     out = []
@@ -134,20 +127,23 @@ def classify(here: Tree, there: Tree, ancestor: Tree | None, window: float) -> l
                 cls = Class.HERE
             elif changed_there:
                 cls = Class.THERE
-            else:  # each side within the window of the ancestor, not of each other: leave it
-                continue
+            else:  # each side within the window of the ancestor but not of the other
+                cls = Class.CONFLICT
         out.append(PathDiff(path, cls, h, t))
     return out
 
 
-def latest_change(tree: Tree, ancestor: Tree | None, window: float) -> float | None:
-    """The newest mtime among TREE's entries that differ from ANCESTOR (None: no change)."""
-    times = [
-        e.mtime
-        for p, e in tree.items()
-        if p and (ancestor is None or not _identical(e, ancestor.get(p), window))
-    ]
-    return max(times, default=None)
+def latest_change(tree: Tree, paths: Iterable[str]) -> float | None:
+    """The newest mtime in TREE among PATHS (the paths that differ) and their
+    parent directories (a deletion touches its directory); None: nothing there.
+    Only differing paths count, so a half-applied decision decides the same again."""
+    look: set[str] = set()
+    for path in paths:
+        look.add(path)
+        while "/" in path:
+            path = path.rpartition("/")[0]
+            look.add(path)
+    return max((tree[p].mtime for p in look if p in tree), default=None)
 
 
 def _tie_winner(host_here: str, host_there: str) -> Side:
@@ -231,13 +227,7 @@ def decide(
     elif policy == "remote":
         winner = Side.THERE
     else:
-        winner = newer(
-            latest_change(here, ancestor, window),
-            latest_change(there, ancestor, window),
-            window,
-            host_here,
-            host_there,
-        )
+        winner = newer(latest_change(here, paths), latest_change(there, paths), window, host_here, host_there)
     return Decision(
         policy, winner, push=paths if winner is Side.HERE else (), pull=paths if winner is Side.THERE else ()
     )
@@ -284,7 +274,19 @@ def _keep_both(
                 pull.extend(own)
                 push.extend(moved)
             renamed.add(d.path)
+    _keep_what_changed_below(push, pull, here, there)
     return Decision("keep-both", None, ordered(push), ordered(pull), tuple(conflicts))
+
+
+def _keep_what_changed_below(push: list[str], pull: list[str], here: Tree, there: Tree) -> None:
+    """A directory deleted on one side while something below it changed on the
+    other: the directory is not deleted (rsync would delete it with what is in
+    it); it goes the other way, back to the side that deleted it."""
+    for deleting, keeping, sender in ((pull, push, there), (push, pull, here)):
+        for path in list(deleting):
+            if path not in sender and any(p.startswith(path + "/") for p in keeping):
+                deleting.remove(path)
+                keeping.append(path)
 
 
 def describe(decision: Decision) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -151,13 +152,19 @@ def conflict(hosts: Hosts) -> None:
 
 def test_keep_both_same_file_keeps_a_conflict_copy_on_both_sides(hosts: Hosts) -> None:
     conflict(hosts)
-    hosts.run("keep-both")
+    worker = hosts.run("keep-both")
     got = texts(hosts.a)
     assert got == texts(hosts.b)
     copies = [name for name in got if name.startswith("doc.tandem-conflict-host-a-")]
     assert len(copies) == 1, got
     assert got["doc"] == "B's doc, later" and got[copies[0]] == "A's doc"  # the newer wins the name
     assert got["a-only"] == "A" and got["same"] == "v1"
+    time.sleep(1.5)  # the worker's own rename must not be replayed at DEST afterwards
+    assert texts(hosts.a) == texts(hosts.b) == got
+    assert worker.stop() == 0
+    again = hosts.run("keep-both")  # and the next start finds nothing to decide
+    assert texts(hosts.a) == texts(hosts.b) == got
+    assert "both sides are the same" in again.err() or "no split-brain" in again.err() or again.stop() == 0
 
 
 @pytest.mark.parametrize(

@@ -91,14 +91,29 @@ def test_newer_and_deterministic_tie_breaks() -> None:
     assert newer(None, None, W, "z", "y") is Side.THERE
 
 
-def test_latest_change_counts_only_what_differs_from_the_ancestor() -> None:
-    ancestor = {"old": f(1, 500.0), "d": E("d", 0, 10.0)}
-    here = {"old": f(1, 500.0), "new": f(1, 20.0), "d": E("d", 0, 10.0)}
-    assert latest_change(here, ancestor, W) == 20.0  # old is newer but unchanged
-    assert latest_change(here, None, W) == 500.0
-    deleted = {"old": f(1, 500.0), "d": E("d", 0, 30.0)}  # a deletion touched d
-    assert latest_change(deleted, ancestor, W) == 30.0
-    assert latest_change(ancestor, ancestor, W) is None
+def test_latest_change_counts_only_differing_paths_and_their_directories() -> None:
+    tree = {"old": f(1, 500.0), "new": f(1, 20.0), "d": E("d", 0, 30.0), "d/x": f(1, 10.0)}
+    assert latest_change(tree, ["new"]) == 20.0  # "old" is newer but the same on both sides
+    assert latest_change(tree, ["d/gone"]) == 30.0  # a deletion touched its directory
+    assert latest_change(tree, []) is None
+
+
+def test_newest_decides_the_same_after_a_half_applied_decision() -> None:
+    here, there = {"a": f(1, 100.0), "b": f(1, 100.0)}, {"a": f(2, 200.0), "b": f(2, 150.0)}
+    _, first = run(here, there, None, "newest")
+    assert first.winner is Side.THERE
+    half = {**here, "a": there["a"]}  # the pull of "a" went through, then it was interrupted
+    _, again = run(half, there, None, "newest")
+    assert again.winner is Side.THERE and again.pull == ("b",)
+
+
+def test_keep_both_does_not_delete_a_directory_with_changes_below() -> None:
+    ancestor = {"P": D, "P/q": f(), "P/r": f()}
+    here = {"P": D, "P/q": f(2, 200), "P/r": f(), "P/n": f(3, 300)}
+    there: dict[str, E] = {}  # THERE removed P
+    _, decision = run(here, {"x": f()} | there, {**ancestor, "x": f()}, "keep-both")
+    assert "P" in decision.push and "P" not in decision.pull
+    assert set(decision.push) >= {"P", "P/q", "P/n"} and decision.pull == ("P/r",)
 
 
 @pytest.mark.parametrize(
@@ -259,3 +274,15 @@ def test_one_side_changed_is_no_split_brain_whatever_the_policy(policy: str) -> 
     assert (theirs.winner, theirs.pull, theirs.push, theirs.halt) == (Side.THERE, ("x",), (), "")
     _, ours = run({"x": f(), "y": f(3, 50)}, {"x": f(), "y": f()}, ancestor, policy)
     assert (ours.winner, ours.push, ours.pull, ours.halt) == (Side.HERE, ("y",), (), "")
+
+
+def test_split_brain_refuses_rsync_arguments_that_skip_files() -> None:
+    from pydantic import ValidationError
+
+    from workers.spec import WorkerSpec
+
+    for arg in ("--max-size=1k", "--update", "--exclude=*.tmp"):
+        with pytest.raises(ValidationError, match="skip files"):
+            WorkerSpec(source="/s", dest="/d", split_brain="newest", rsync_arg=(arg,))
+    WorkerSpec(source="/s", dest="/d", rsync_arg=("--max-size=1k",))  # without split-brain: fine
+    WorkerSpec(source="/s", dest="/d", split_brain="newest", rsync_arg=("--mkpath", "-z"))

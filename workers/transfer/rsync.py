@@ -47,35 +47,9 @@ class RsyncHandler:
         return result.returncode == 0
 
     def send(self, job: Job, deadline: Deadline) -> Outcome:
-        argv = build_argv(
-            self.spec.rsync_binary,
-            job.source,
-            self.dest.rsync_root(),
-            full=job.full,
-            recursive=job.recursive,
-            rsh=self.spec.rsh,
-            extra=self.spec.rsync_arg,
-            io_timeout=self.spec.io_timeout,
+        return self._run(
+            job.source, self.dest.rsync_root(), job.paths, deadline, full=job.full, recursive=job.recursive
         )
-        try:
-            result = run(argv, stdin=encode_list(job.paths), timeout=self.spec.timeout, deadline=deadline)
-        except SpawnError as err:
-            return Outcome(Verdict.FATAL, message=str(err))
-        if result.timed_out:
-            return Outcome(Verdict.RETRY, message=f"rsync killed after {result.duration:.1f}s")
-        verdict = classify(
-            result.returncode,
-            result.stderr,
-            job.paths,
-            (job.source, self.dest.path),
-            self.spec.ignore_exit_code,
-        )
-        message = (
-            ""
-            if verdict.verdict is Verdict.OK
-            else (f"rsync exit {result.returncode}: {result.stderr_tail()}")
-        )
-        return Outcome(verdict.verdict, verdict.failed, message)
 
     def transfer(
         self, source: str, paths: tuple[str, ...], *, pull: bool, backup_dir: str, deadline: Deadline
@@ -84,14 +58,30 @@ class RsyncHandler:
         whatever they overwrite or delete on the receiving side is moved to BACKUP_DIR
         (relative to that side's root) first."""
         ends = (self.dest.rsync_root(), source) if pull else (source, self.dest.rsync_root())
-        extra = (*self.spec.rsync_arg, "--backup", f"--backup-dir={backup_dir}")
+        backup = ("--backup", f"--backup-dir={backup_dir}")
+        return self._run(*ends, paths, deadline, full=False, extra=backup, ignore=False)
+
+    def _run(
+        self,
+        src: str,
+        dst: str,
+        paths: tuple[str, ...],
+        deadline: Deadline,
+        *,
+        full: bool,
+        recursive: bool = False,
+        extra: tuple[str, ...] = (),
+        ignore: bool = True,
+    ) -> Outcome:
+        """One rsync run of the explicit list PATHS from SRC to DST."""
         argv = build_argv(
             self.spec.rsync_binary,
-            ends[0],
-            ends[1],
-            full=False,
+            src,
+            dst,
+            full=full,
+            recursive=recursive,
             rsh=self.spec.rsh,
-            extra=extra,
+            extra=(*self.spec.rsync_arg, *extra),
             io_timeout=self.spec.io_timeout,
         )
         try:
@@ -100,7 +90,8 @@ class RsyncHandler:
             return Outcome(Verdict.FATAL, message=str(err))
         if result.timed_out:
             return Outcome(Verdict.RETRY, message=f"rsync killed after {result.duration:.1f}s")
-        verdict = classify(result.returncode, result.stderr, paths, (source, self.dest.path))
+        ignored = self.spec.ignore_exit_code if ignore else ()
+        verdict = classify(result.returncode, result.stderr, paths, (src, self.dest.path), ignored)
         message = (
             "" if verdict.verdict is Verdict.OK else f"rsync exit {result.returncode}: {result.stderr_tail()}"
         )
