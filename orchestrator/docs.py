@@ -38,7 +38,7 @@ def settings_table() -> str:
         if name in ("host", "defaults", "rules"):
             default = {"host": "the host name", "defaults": "", "rules": ""}[name]
         else:
-            default = "" if field.default in (None, ()) else f"`{_plain(field.default)}`"
+            default = "" if field.default in (None, (), "") else f"`{_plain(field.default)}`"
         env = f"`TANDEM_{name.upper()}`"
         rows.append(f"| `{name}` | {env} | {default} | {field.description or ''} |")
     return "\n".join(rows) + "\n"

@@ -224,6 +224,8 @@ def plan(
                         pair_file(settings, "split-brain", container.name, mount.name, ".json")
                     ),
                     host_name=settings.host,
+                    peer_name=settings.peer_name,
+                    modify_window=settings.modify_window,
                 )
             )
         except ValidationError as err:

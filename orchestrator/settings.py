@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning or error (supervisor and workers)"
     )
+    peer_name: str = Field(
+        "",
+        description="the peer's name for split-brain tie-breaks and conflict copies (default: DEST's host)",
+    )
+    modify_window: float = Field(
+        0.001,
+        ge=0,
+        description="split-brain: mtimes this close (s) are equal (1 or 2 for coarse filesystems)",
+    )
     api_host: str = Field("127.0.0.1", description="address the REST API listens on")
     api_port: int = Field(8765, ge=0, le=65535, description="REST API port (0: any free port)")
     api_token: SecretStr | None = Field(
