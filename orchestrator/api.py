@@ -86,6 +86,7 @@ class Control(Protocol):
 class Counters(BaseModel):
     syncs: int
     files: int
+    bytes: int = Field(description="content bytes transferred (rsync)")
     failures: int
     resyncs: int
 
@@ -233,7 +234,9 @@ def worker_out(view: WorkerView, now: float) -> WorkerOut:
             last_error=p.last_error,
             watches=p.watches,
             degraded=p.degraded,
-            counters=Counters(syncs=p.syncs, files=p.files, failures=p.failures, resyncs=p.resyncs),
+            counters=Counters(
+                syncs=p.syncs, files=p.files, bytes=p.bytes, failures=p.failures, resyncs=p.resyncs
+            ),
         )
         for p in view.pairs
     ]
@@ -257,6 +260,7 @@ def worker_out(view: WorkerView, now: float) -> WorkerOut:
         counters=Counters(
             syncs=sum(p.counters.syncs for p in pairs),
             files=sum(p.counters.files for p in pairs),
+            bytes=sum(p.counters.bytes for p in pairs),
             failures=sum(p.counters.failures for p in pairs),
             resyncs=sum(p.counters.resyncs for p in pairs),
         ),

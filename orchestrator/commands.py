@@ -164,7 +164,8 @@ def show(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJso
         ("last sync", f"{ago(worker['last_sync'], now)} ({worker['last_sync_duration']:.3f}s)"),
         (
             "counters",
-            f"{c['syncs']} syncs, {c['files']} files, {c['failures']} failures, {c['resyncs']} resyncs",
+            f"{c['syncs']} syncs, {c['files']} files, {c['bytes']} bytes, "
+            f"{c['failures']} failures, {c['resyncs']} resyncs",
         ),
         ("last error", worker["last_error"]),
     ):

@@ -60,6 +60,9 @@ class PictureCollector(Collector):
             "files": CounterMetricFamily(
                 "tandem_worker_files", "paths sent by the current worker process", labels=pair_labels
             ),
+            "bytes": CounterMetricFamily(
+                "tandem_worker_bytes", "content bytes sent by the current worker process", labels=pair_labels
+            ),
             "failures": CounterMetricFamily(
                 "tandem_worker_failures", "failed sync runs (each retried)", labels=pair_labels
             ),
@@ -85,6 +88,7 @@ class PictureCollector(Collector):
                 gauges["watches"].add_metric(labels, float(pair.watches))
                 counters["syncs"].add_metric(labels, float(pair.syncs))
                 counters["files"].add_metric(labels, float(pair.files))
+                counters["bytes"].add_metric(labels, float(pair.bytes))
                 counters["failures"].add_metric(labels, float(pair.failures))
                 counters["resyncs"].add_metric(labels, float(pair.resyncs))
         yield from gauges.values()

@@ -30,6 +30,7 @@ class PairView:
     lag: float = 0.0
     syncs: int = 0
     files: int = 0
+    bytes: int = 0
     failures: int = 0
     resyncs: int = 0
     last_sync: float = 0.0  # wall clock of the last finished sync
@@ -55,6 +56,7 @@ class PairView:
             lag=report.lag,
             syncs=report.syncs,
             files=report.files,
+            bytes=report.bytes,
             failures=report.failures,
             resyncs=report.resyncs,
             last_sync=last_sync,

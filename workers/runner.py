@@ -476,6 +476,7 @@ class Worker:
         assert self.handler is not None
         failed: list[str] = []
         messages: list[str] = []
+        sent = 0
         chunks = list(self._chunks(paths, tty=progress and _tty()))
         with self._progress("syncing", total=len(paths), enabled=progress) as advance:
             for chunk in chunks:
@@ -484,14 +485,16 @@ class Worker:
                 outcome = self.handler.send(job, self._deadline)
                 if outcome.verdict is Verdict.FATAL:
                     return outcome
+                sent += outcome.bytes
                 if outcome.verdict is not Verdict.OK:
                     failed += outcome.failed or chunk
                     messages.append(outcome.message)
                 advance(len(chunk))
+        self.reporter.counters.bytes += sent  # what went, even in a run that must be retried
         if not failed:
-            return Outcome(Verdict.OK)
+            return Outcome(Verdict.OK, bytes=sent)
         verdict = Verdict.PARTIAL if len(failed) < len(paths) else Verdict.RETRY
-        return Outcome(verdict, tuple(failed), "; ".join(messages))
+        return Outcome(verdict, tuple(failed), "; ".join(messages), sent)
 
     def _chunks(self, paths: list[str], *, tty: bool) -> Iterator[list[str]]:
         limit = self.spec.max_batch_paths

@@ -269,6 +269,7 @@ class StatusReport(BaseModel):
     lag: float = 0.0  # age of the oldest unsynced change (s)
     syncs: int = 0
     files: int = 0
+    bytes: int = 0  # content bytes transferred (rsync handler)
     failures: int = 0
     resyncs: int = 0
     last_sync_duration: float = 0.0

@@ -20,6 +20,7 @@ from workers.spec import Status, StatusReport, WorkerSpec
 class Counters:
     syncs: int = 0
     files: int = 0
+    bytes: int = 0  # content bytes rsync transferred (its --stats); 0 for other handlers
     failures: int = 0
     resyncs: int = 0
     last_sync_duration: float = 0.0

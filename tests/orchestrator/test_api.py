@@ -54,6 +54,7 @@ def test_workers_list_one_and_unknown(tmp_path: Path, serve) -> None:
         assert one["sources"] == [str(tmp_path / "lxc" / "c1" / "rootfs")]
         assert one["destinations"] == [str(dest(tmp_path, "c1"))]
         assert one["last_sync"] > time.time() - 60 and one["lag"] == 0 and one["pending"] == 0
+        assert one["counters"]["bytes"] == len("c1")  # etc/hostname, the only file
         assert one["pairs"][0]["label"] == "c1/rootfs" and one["pairs"][0]["watches"] >= 2
         listed = client.get("/workers").json()
         assert [w["container"] for w in listed] == ["c1"]  # c2 is not opted in

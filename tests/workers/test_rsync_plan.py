@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workers.transfer import Verdict
-from workers.transfer.rsync_plan import build_argv, classify, encode_list, failed_paths
+from workers.transfer.rsync_plan import build_argv, classify, encode_list, failed_paths, transferred_bytes
 
 BASE = [
     "-a",
@@ -19,6 +19,7 @@ BASE = [
     "--delete-missing-args",
     "--force",
     "--exclude=/.tandem-backup",  # split-brain backups stay on their side
+    "--stats",
 ]
 
 
@@ -217,3 +218,16 @@ def test_recursive_only_when_asked(recursive: bool) -> None:
 def test_failed_paths_every_error_line_must_map(stderr: bytes, failed: tuple[str, ...]) -> None:
     listed = ("i1/old", "i2/nl\nb", "i2/x")
     assert failed_paths(stderr, listed, ("/s", "/d")) == failed
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        (b"Number of files: 3\nTotal transferred file size: 12,345 bytes\nTotal bytes sent: 9\n", 12345),
+        (b"Total transferred file size: 0 bytes\n", 0),
+        (b"Total transferred file size: 1.234.567 bytes\n", 1234567),  # a locale's separator
+        (b"", 0),
+    ],
+)
+def test_transferred_bytes_from_stats(stdout: bytes, expected: int) -> None:
+    assert transferred_bytes(stdout) == expected

@@ -48,6 +48,7 @@ class Outcome:
     verdict: Verdict
     failed: tuple[str, ...] = ()
     message: str = ""
+    bytes: int = 0  # content bytes the run transferred, when the handler knows
 
 
 Deadline = Callable[[], float | None]

@@ -11,7 +11,7 @@ from workers.proc import SpawnError, run
 from workers.snapshot import Tree, scan_dest, scan_dest_below, ssh_argv
 from workers.spec import WorkerSpec
 from workers.transfer import ConfigError, Deadline, Job, Outcome, Verdict, localfs
-from workers.transfer.rsync_plan import build_argv, classify, encode_list
+from workers.transfer.rsync_plan import build_argv, classify, encode_list, transferred_bytes
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class RsyncHandler:
         message = (
             "" if verdict.verdict is Verdict.OK else f"rsync exit {result.returncode}: {result.stderr_tail()}"
         )
-        return Outcome(verdict.verdict, verdict.failed, message)
+        return Outcome(verdict.verdict, verdict.failed, message, transferred_bytes(result.stdout))
 
     def scan_dest_below(self, paths: list[str], deadline: Deadline) -> Tree | None:
         return scan_dest_below(self.dest, paths, rsh=self.spec.rsh, timeout=SCAN_TIMEOUT, deadline=deadline)

@@ -31,6 +31,7 @@ BASE_ARGS = (
     "--delete-missing-args",
     "--force",
     "--exclude=/.tandem-backup",
+    "--stats",  # for the bytes counter: "Total transferred file size: N bytes"
 )
 
 
@@ -57,6 +58,15 @@ def build_argv(
         argv += ["-e", rsh]
     argv += [*extra, source.rstrip("/") + "/", dest_root]
     return argv
+
+
+_TRANSFERRED = re.compile(rb"^Total transferred file size: ([\d,.]+) bytes", re.MULTILINE)
+
+
+def transferred_bytes(stdout: bytes) -> int:
+    """The content bytes an rsync run with ``--stats`` transferred (0 if it does not say)."""
+    match = _TRANSFERRED.search(stdout)
+    return int(re.sub(rb"[,.]", b"", match.group(1))) if match else 0
 
 
 def encode_list(paths: list[str] | tuple[str, ...]) -> bytes:
