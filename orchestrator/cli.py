@@ -249,6 +249,13 @@ def sync(
     modify_window: Annotated[
         float, typer.Option(help="Mtimes this close (s) count as equal.", rich_help_panel=_S)
     ] = 0.001,
+    backup_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Where a losing side's files go, on that side (absolute; default ROOT/.tandem-backup).",
+            rich_help_panel=_S,
+        ),
+    ] = None,
 ) -> None:
     """Run one sync worker in the foreground: watch SOURCE, send changes to DEST."""
     options = dict(locals())

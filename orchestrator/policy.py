@@ -226,6 +226,7 @@ def plan(
                     host_name=settings.host,
                     peer_name=settings.peer_name,
                     modify_window=settings.modify_window,
+                    backup_dir=settings.backup_dir,
                 )
             )
         except ValidationError as err:

@@ -136,6 +136,10 @@ class Settings(BaseSettings):
         "",
         description="the peer's name for split-brain tie-breaks and conflict copies (default: DEST's host)",
     )
+    backup_dir: str | None = Field(
+        None,
+        description="split-brain: where a losing side's files go (absolute; default ROOT/.tandem-backup)",
+    )
     modify_window: float = Field(
         0.001,
         ge=0,

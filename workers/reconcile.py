@@ -34,6 +34,7 @@ from workers.splitbrain import (
     decide,
     describe,
     is_backup,
+    latest_change,
     safety,
 )
 from workers.transfer import Deadline, Verdict
@@ -132,6 +133,10 @@ def report(
         "ancestor": ancestor is not None,
         "written": now,
         "total": len(diffs),
+        "latest": {  # the newest mtime among the differing paths, per side
+            "here": latest_change(here, [d.path for d in diffs]),
+            "there": latest_change(there, [d.path for d in diffs]),
+        },
         "counts": {c.value: sum(d.cls is c for d in diffs) for c in Class},
         "paths": [
             {"path": d.path, "class": d.cls.value, "here": meta(d.here), "there": meta(d.there)}
@@ -169,10 +174,12 @@ def resolve(
     ancestor: Tree | None,
     deadline: Deadline,
     now: float,
+    progress: Callable[[int], object] | None = None,
 ) -> str:
-    """Resolve SOURCE against DEST; return a summary. Raises Unresolved to halt,
-    ScanError when a side cannot be listed (the caller retries)."""
-    here = without_backups(scan_local(source, rules), rules.allows)
+    """Resolve SOURCE against DEST; return a summary. PROGRESS hears of scanned
+    entries. Raises Unresolved to halt, ScanError when a side cannot be listed
+    (the caller retries)."""
+    here = without_backups(scan_local(source, rules, on_entry=progress), rules.allows)
     listed = handler.scan_dest(deadline)
     if listed is None:
         return "DEST cannot be listed by this handler: no split-brain check"
@@ -198,7 +205,7 @@ def resolve(
         raise Unresolved(ExitCode.SAFETY_HALT, halt)
     if decision.winner is Side.HERE and not there:
         return describe(decision)  # DEST is empty: the initial sync sends it all, nothing to back up
-    backup = f"{BACKUP_DIR}/{stamp(now)}"
+    backup = f"{spec.backup_dir or BACKUP_DIR}/{stamp(now)}"
     for conflict in decision.conflicts:
         _rename_loser(handler, source, conflict.path, conflict.copy, conflict.winner, here, there)
     for listed, pull in ((decision.pull, True), (decision.push, False)):

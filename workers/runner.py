@@ -144,9 +144,17 @@ class Worker:
         attempt = 0
         while not self._stopping:
             try:
-                summary = reconcile.resolve(
-                    self.spec, self.handler, self.source, self.rules, ancestor, self._deadline, time.time()
-                )
+                with self._progress("split-brain scan") as advance:
+                    summary = reconcile.resolve(
+                        self.spec,
+                        self.handler,
+                        self.source,
+                        self.rules,
+                        ancestor,
+                        self._deadline,
+                        time.time(),
+                        progress=self._ticking(advance),
+                    )
             except ScanError as err:
                 attempt += 1
                 self.reporter.counters.last_error = f"split-brain check: {err}"

@@ -150,6 +150,10 @@ class WorkerSpec(BaseModel):
     host_name: str = Field("", description="this side's name (tie-breaks, conflict copies)")
     peer_name: str = Field("", description="DEST's side's name (default: its host)")
     modify_window: float = Field(0.001, ge=0, description="mtimes this close are equal (s)")
+    backup_dir: str | None = Field(
+        None,
+        description="where a losing side's files go, on that side (default: its ROOT/.tandem-backup)",
+    )
 
     # handler
     mode: Mode = Mode.RSYNC
@@ -201,6 +205,10 @@ class WorkerSpec(BaseModel):
             raise ValueError("--handler for --mode python must be module:function")
         if self.mode is Mode.DIRECT and self.destination.kind != "local":
             raise ValueError("--mode direct needs a local DEST")
+        if self.backup_dir is not None and (
+            not self.backup_dir.startswith("/") or ".." in self.backup_dir.split("/")
+        ):
+            raise ValueError("--backup-dir must be an absolute path without '..'")
         if self.split_brain:
             # The ancestor records what a run sent; these make rsync skip files silently.
             skipping = [a for a in self.rsync_arg if a.split("=")[0] in _SKIPPING_RSYNC_ARGS]

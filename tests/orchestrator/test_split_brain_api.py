@@ -68,6 +68,7 @@ def test_manual_split_brain_diff_dry_run_then_resolve(tmp_path: Path, serve) -> 
                 "b-new": "changed-there",
             }
             assert mount["here"] == "h1" and mount["ancestor"] is True
+            assert mount["latest"]["there"] > mount["latest"]["here"]  # B changed last
             assert mount["policies"]["newest"]["winner"] == "there"
             dry = client.post("/containers/c1/resolve", json={"policy": "keep-both", "dry_run": True})
             assert dry.status_code == 200, dry.text

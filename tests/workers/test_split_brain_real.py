@@ -244,3 +244,13 @@ def test_a_first_start_without_ancestor_uses_the_latest_mtime(hosts: Hosts) -> N
     hosts.run("newest")
     assert texts(hosts.a) == texts(hosts.b) == {"new": "B"}
     assert hosts.backups(hosts.a) == {"old": "A"}
+
+
+def test_a_configured_backup_folder(hosts: Hosts, tmp_path: Path) -> None:
+    conflict(hosts)
+    folder = tmp_path / "kept"  # the peer shares this filesystem: the same path on both sides
+    hosts.run("remote", "--backup-dir", str(folder))
+    assert texts(hosts.a) == texts(hosts.b) == {"same": "v1", "doc": "B's doc, later", "a-only": "v1"}
+    assert not (hosts.a / ".tandem-backup").exists()
+    (stamp,) = folder.iterdir()
+    assert {p.name: p.read_text() for p in stamp.iterdir()} == {"doc": "A's doc", "a-only": "A"}
