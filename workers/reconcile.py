@@ -134,8 +134,8 @@ def report(
         "written": now,
         "total": len(diffs),
         "latest": {  # the newest mtime among the differing paths, per side
-            "here": latest_change(here, [d.path for d in diffs]),
-            "there": latest_change(there, [d.path for d in diffs]),
+            "here": latest_change(here, there, [d.path for d in diffs], spec.modify_window),
+            "there": latest_change(there, here, [d.path for d in diffs], spec.modify_window),
         },
         "counts": {c.value: sum(d.cls is c for d in diffs) for c in Class},
         "paths": [

@@ -133,16 +133,19 @@ def classify(here: Tree, there: Tree, ancestor: Tree | None, window: float) -> l
     return out
 
 
-def latest_change(tree: Tree, paths: Iterable[str]) -> float | None:
-    """The newest mtime in TREE among PATHS (the paths that differ) and their
-    parent directories (a deletion touches its directory); None: nothing there.
-    Only differing paths count, so a half-applied decision decides the same again."""
+def latest_change(tree: Tree, other: Tree, paths: Iterable[str], window: float) -> float | None:
+    """The newest mtime in TREE among PATHS (the paths that differ) and those of
+    their parent directories whose mtime differs from OTHER's (a deletion touches
+    its directory); None: nothing. Only what differs counts, so a half-applied
+    decision decides the same again."""
     look: set[str] = set()
     for path in paths:
         look.add(path)
         while "/" in path:
             path = path.rpartition("/")[0]
-            look.add(path)
+            mine, theirs = tree.get(path), other.get(path)
+            if mine is not None and (theirs is None or abs(mine.mtime - theirs.mtime) > window):
+                look.add(path)
     return max((tree[p].mtime for p in look if p in tree), default=None)
 
 
@@ -227,7 +230,13 @@ def decide(
     elif policy == "remote":
         winner = Side.THERE
     else:
-        winner = newer(latest_change(here, paths), latest_change(there, paths), window, host_here, host_there)
+        winner = newer(
+            latest_change(here, there, paths, window),
+            latest_change(there, here, paths, window),
+            window,
+            host_here,
+            host_there,
+        )
     return Decision(
         policy, winner, push=paths if winner is Side.HERE else (), pull=paths if winner is Side.THERE else ()
     )

@@ -93,9 +93,12 @@ def test_newer_and_deterministic_tie_breaks() -> None:
 
 def test_latest_change_counts_only_differing_paths_and_their_directories() -> None:
     tree = {"old": f(1, 500.0), "new": f(1, 20.0), "d": E("d", 0, 30.0), "d/x": f(1, 10.0)}
-    assert latest_change(tree, ["new"]) == 20.0  # "old" is newer but the same on both sides
-    assert latest_change(tree, ["d/gone"]) == 30.0  # a deletion touched its directory
-    assert latest_change(tree, []) is None
+    other = {"old": f(1, 500.0), "d": E("d", 0, 5.0), "d/x": f(1, 10.0), "d/gone": f(1, 1.0)}
+    assert latest_change(tree, other, ["new"], W) == 20.0  # "old" is newer but the same on both sides
+    assert latest_change(tree, other, ["d/gone"], W) == 30.0  # a deletion touched its directory
+    same_dir = {**other, "d": E("d", 0, 30.0)}
+    assert latest_change(tree, same_dir, ["d/gone"], W) is None  # a directory both sides agree on
+    assert latest_change(tree, other, [], W) is None
 
 
 def test_newest_decides_the_same_after_a_half_applied_decision() -> None:
