@@ -31,6 +31,17 @@ STATES = (
     "halted",
     "failed",
 )
+# Per container and mount: PairView field, family, name (tandem_worker_NAME), help.
+PAIR_METRICS: tuple[tuple[str, type[GaugeMetricFamily | CounterMetricFamily], str, str], ...] = (
+    ("lag", GaugeMetricFamily, "lag_seconds", "age of the oldest unsynced change"),
+    ("pending", GaugeMetricFamily, "pending_paths", "paths waiting to be sent"),
+    ("watches", GaugeMetricFamily, "inotify_watches", "inotify watches the worker holds"),
+    ("syncs", CounterMetricFamily, "syncs", "sync runs of the current worker process"),
+    ("files", CounterMetricFamily, "files", "paths sent by the current worker process"),
+    ("bytes", CounterMetricFamily, "bytes", "content bytes sent by the current worker process"),
+    ("failures", CounterMetricFamily, "failures", "failed sync runs (each retried)"),
+    ("resyncs", CounterMetricFamily, "resyncs", "full resyncs (asked, overflow, rules reload)"),
+)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -41,34 +52,9 @@ class PictureCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         picture = self.picture()
         now = time.time()
-        pair_labels = ["container", "mount"]
-        gauges = {
-            "lag": GaugeMetricFamily(
-                "tandem_worker_lag_seconds", "age of the oldest unsynced change", labels=pair_labels
-            ),
-            "pending": GaugeMetricFamily(
-                "tandem_worker_pending_paths", "paths waiting to be sent", labels=pair_labels
-            ),
-            "watches": GaugeMetricFamily(
-                "tandem_worker_inotify_watches", "inotify watches the worker holds", labels=pair_labels
-            ),
-        }
-        counters = {
-            "syncs": CounterMetricFamily(
-                "tandem_worker_syncs", "sync runs of the current worker process", labels=pair_labels
-            ),
-            "files": CounterMetricFamily(
-                "tandem_worker_files", "paths sent by the current worker process", labels=pair_labels
-            ),
-            "bytes": CounterMetricFamily(
-                "tandem_worker_bytes", "content bytes sent by the current worker process", labels=pair_labels
-            ),
-            "failures": CounterMetricFamily(
-                "tandem_worker_failures", "failed sync runs (each retried)", labels=pair_labels
-            ),
-            "resyncs": CounterMetricFamily(
-                "tandem_worker_resyncs", "full resyncs (asked, overflow, rules reload)", labels=pair_labels
-            ),
+        pairs = {
+            key: kind(f"tandem_worker_{name}", help_text, labels=["container", "mount"])
+            for key, kind, name, help_text in PAIR_METRICS
         }
         state = GaugeMetricFamily(
             "tandem_worker_state", "1 for the worker's current state", labels=["container", "state"]
@@ -83,16 +69,10 @@ class PictureCollector(Collector):
             restarts.add_metric([name], float(view.restarts))
             for pair in view.pairs:
                 labels = [name, pair.label.partition("/")[2] or pair.label]
-                gauges["lag"].add_metric(labels, pair.lag_at(now))
-                gauges["pending"].add_metric(labels, float(pair.pending))
-                gauges["watches"].add_metric(labels, float(pair.watches))
-                counters["syncs"].add_metric(labels, float(pair.syncs))
-                counters["files"].add_metric(labels, float(pair.files))
-                counters["bytes"].add_metric(labels, float(pair.bytes))
-                counters["failures"].add_metric(labels, float(pair.failures))
-                counters["resyncs"].add_metric(labels, float(pair.resyncs))
-        yield from gauges.values()
-        yield from counters.values()
+                for key, family in pairs.items():
+                    value = pair.lag_at(now) if key == "lag" else getattr(pair, key)
+                    family.add_metric(labels, float(value))
+        yield from pairs.values()
         yield state
         yield restarts
         inotify = picture.inotify

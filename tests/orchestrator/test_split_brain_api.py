@@ -5,7 +5,6 @@ API shows the diff, a dry run changes nothing, a resolve applies a policy."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from tests.conftest import tree, wait_until
 from tests.orchestrator.test_commands import ok, tandem
-from tests.orchestrator.test_supervisor import ON, args, rootfs
+from tests.orchestrator.test_supervisor import ON, args, peer_config, rootfs
 from tests.serve import lxc_hook, serve_fixture  # noqa: F401
 from tests.sshpeer import running_peer
 
@@ -34,11 +33,7 @@ def edit(path: Path, text: str, mtime: float) -> None:
 def test_manual_split_brain_diff_dry_run_then_resolve(tmp_path: Path, serve) -> None:
     with running_peer() as peer:
         remote = tmp_path / "peer"
-        conf = (
-            f"heartbeat = 0.5\nheartbeat_timeout = 4\nrsh = {json.dumps(peer.rsh)}\n[defaults]\n"
-            f"dest = {json.dumps(peer.dest(remote) + '/{host}/{container}/{mount}')}\ndelay = 0.2\n"
-        )
-        s = serve(conf, *args())
+        s = serve(peer_config(peer, remote, "heartbeat_timeout = 4\n"), *args())
         s.wait_runtime("lxc")
         url = s.url()
         root = rootfs(tmp_path, "c1")

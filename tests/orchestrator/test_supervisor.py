@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, tree, wait_until
 from tests.serve import lxc_hook, serve_fixture  # noqa: F401
-from tests.sshpeer import running_peer
+from tests.sshpeer import SshPeer, running_peer
 
 pytestmark = pytest.mark.real
 
@@ -32,6 +32,14 @@ stop_timeout = 20
 [defaults]
 dest = "{tmp_path}/dest/{{host}}/{{container}}/{{mount}}"
 """
+
+
+def peer_config(peer: SshPeer, remote: Path, extra: str = "") -> str:
+    """Settings that send every container to REMOTE on the ssh PEER."""
+    return (
+        f"heartbeat = 0.5\n{extra}rsh = {json.dumps(peer.rsh)}\n[defaults]\n"
+        f"dest = {json.dumps(peer.dest(remote) + '/{host}/{container}/{mount}')}\ndelay = 0.2\n"
+    )
 
 
 def rootfs(tmp_path: Path, name: str) -> Path:
@@ -238,11 +246,7 @@ def test_inotify_budget_warns_and_a_degraded_worker_is_reported(tmp_path: Path, 
 def test_ssh_peer_destination(tmp_path: Path, serve) -> None:
     with running_peer() as peer:
         remote = tmp_path / "peer"
-        conf = (
-            f"heartbeat = 0.5\nrsh = {json.dumps(peer.rsh)}\n[defaults]\n"
-            f"dest = {json.dumps(peer.dest(remote) + '/{host}/{container}/{mount}')}\ndelay = 0.2\n"
-        )
-        s = serve(conf, *args())
+        s = serve(peer_config(peer, remote), *args())
         s.wait_runtime("lxc")
         root = rootfs(tmp_path, "c1")
         lxc_hook(s.state_dir, "c1", "start-host", root, ON)
