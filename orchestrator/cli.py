@@ -105,7 +105,7 @@ def sync(
     rules: Annotated[
         Path | None,
         typer.Option(
-            help="clsync rules file: [+-][fdWwms*]REGEX per line, first match wins.", rich_help_panel=_R
+            help="clsync rules file: \\[+-]\\[fdWwms*]REGEX per line, first match wins.", rich_help_panel=_R
         ),
     ] = None,
     include: Annotated[
@@ -286,7 +286,31 @@ def _exec_worker(spec: WorkerSpec) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "workers", "--spec-fd", str(fd)])
 
 
-@app.command()
+def _serve_epilog() -> str:
+    """Every setting and policy key, for ``tandem serve --help`` (no brackets:
+    they would be taken for rich markup)."""
+    from orchestrator.settings import ContainerPolicy, reference
+
+    lines = [
+        "Settings, strongest first: the flags above, TANDEM_* environment variables, the TOML "
+        "file, the default. In the environment nested keys use __ (TANDEM_DEFAULTS__DELAY=2) "
+        "and lists or tables are JSON.\n",
+    ]
+    for key, env, default, meaning in reference():
+        shown = f" (default {default})" if default else ""
+        lines.append(f"- {key} / {env}{shown}: {meaning}")
+    lines.append(
+        "\nPer-container keys: Docker label tandem.KEY, LXD config user.tandem.KEY, or KEY in the "
+        "TOML file's defaults table and rules entries:\n"
+    )
+    for name, field in ContainerPolicy.model_fields.items():
+        lines.append(f"- {field.alias or name}: {field.description or ''}")
+    text = "\n".join(lines)
+    assert "[" not in text, "a bracket in a setting's description"
+    return text
+
+
+@app.command(epilog=_serve_epilog())
 def serve(
     config: Annotated[
         Path | None,

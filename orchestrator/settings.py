@@ -178,6 +178,22 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 
+def reference() -> list[tuple[str, str, str, str]]:
+    """Every setting as (TOML key, environment variable, default, meaning): the
+    source of the README table and of ``tandem serve --help``."""
+    shown = {"host": "the host name", "defaults": "", "rules": ""}
+    rows = []
+    for name, field in Settings.model_fields.items():
+        if name in shown:
+            default = shown[name]
+        elif field.default in (None, (), ""):
+            default = ""
+        else:
+            default = str(getattr(field.default, "value", field.default))
+        rows.append((name, f"TANDEM_{name.upper()}", default, field.description or ""))
+    return rows
+
+
 def loopback(host: str) -> bool:
     """HOST only reachable from this machine (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
