@@ -59,9 +59,16 @@ class WorkerProc:
     """A ``tandem sync`` process with JSON status lines collected from stdout."""
 
     def __init__(
-        self, source: Path, dest: str, args: list[str], cwd: Path, env: dict[str, str] | None = None
+        self,
+        source: Path,
+        dest: str,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        wrap: tuple[str, ...] = (),
     ) -> None:
         argv = [
+            *wrap,
             sys.executable,
             "-m",
             "orchestrator.cli",
@@ -166,8 +173,15 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
     """Start ``tandem sync`` processes; every one is killed and reaped at the end."""
     started: list[WorkerProc] = []
 
-    def start(source: Path, dest: str | Path, *args: str, env: dict[str, str] | None = None) -> WorkerProc:
-        worker = WorkerProc(source, str(dest), list(args), cwd=ROOT, env=env)
+    def start(
+        source: Path,
+        dest: str | Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wrap: tuple[str, ...] = (),
+    ) -> WorkerProc:
+        """WRAP: a command the worker runs under (e.g. setpriv)."""
+        worker = WorkerProc(source, str(dest), list(args), cwd=ROOT, env=env, wrap=wrap)
         started.append(worker)
         return worker
 

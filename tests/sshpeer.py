@@ -290,6 +290,11 @@ Subsystem sftp internal-sftp
             ]
         )
 
+    def link(self, up: bool) -> None:
+        """Cut (or restore) the peer's end of the link: packets to it are dropped
+        silently, as when a peer host hangs or its network fails."""
+        _sh("ip", "-n", self.ns, "link", "set", self.peer_if, "up" if up else "down")
+
     def dest(self, path: Path | str) -> str:
         return f"root@{self.peer_ip}:{path}"
 

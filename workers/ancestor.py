@@ -85,12 +85,18 @@ class Ancestor:
             except OSError:
                 st = None
             if st is None or st.st_ctime >= since:
-                prefix = path + "/"
-                for gone in [p for p in self.tree if p == path or p.startswith(prefix)]:
-                    del self.tree[gone]
+                self.forget([path])
                 continue
             self.tree[path] = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)
         self.dirty = True
+
+    def forget(self, paths: Iterable[str]) -> None:
+        """PATHS (and what is below them) are not known to be on both sides."""
+        for path in paths:
+            prefix = path + "/"
+            for gone in [p for p in self.tree if p == path or p.startswith(prefix)]:
+                del self.tree[gone]
+                self.dirty = True
 
     def maybe_save(self, now: float, *, force: bool = False) -> None:
         if not self.path or not self.dirty or (not force and now < self._next_save):

@@ -11,7 +11,11 @@ Time is passed in (``now``, seconds on a monotonic clock). Rules:
 - a rename moves whatever was pending below the old name to the new name, and is
   kept so the handler can repeat it at DEST instead of copying the content again;
 - ``flush`` releases everything at once (stop, standby ended);
-- paths handed back with ``requeue`` keep their age: nothing is ever dropped.
+- paths handed back with ``requeue`` keep their age: nothing is ever dropped;
+- paths a run could not send while the rest went through (an unreadable file)
+  are ``park``ed: kept with their age, out of the batches until their own backoff
+  (doubling per failure) has passed, so they never hold back other changes;
+  ``settled`` forgets their failures once a run sent them.
 """
 
 from __future__ import annotations
@@ -71,6 +75,13 @@ class _Entry:
 
 
 @dataclass
+class _Parked:
+    since: float
+    due: float
+    walk: bool
+
+
+@dataclass
 class Batcher:
     delay: float = 1.0
     sync_interval: float = 0.0
@@ -82,6 +93,8 @@ class Batcher:
     _full_since: float | None = None
     _normal_since: float | None = None
     _big_since: float | None = None
+    _parked: dict[str, _Parked] = field(default_factory=dict)
+    _failures: dict[str, int] = field(default_factory=dict)  # per parked path, until settled
     _last_run_end: float | None = None
 
     # -- input ------------------------------------------------------------
@@ -115,6 +128,37 @@ class Batcher:
             entry = self._touch(path, since, walk=path in batch.walk)
             entry.since = min(entry.since, since)
 
+    def park(
+        self,
+        paths: tuple[str, ...] | list[str],
+        since: float,
+        now: float,
+        *,
+        retry_delay: float,
+        max_delay: float,
+        walk: frozenset[str] = frozenset(),
+    ) -> None:
+        """PATHS failed on their own: retry each after its backoff, keeping its age."""
+        for path in paths:
+            tries = self._failures[path] = self._failures.get(path, 0) + 1
+            due = now + min(retry_delay * 2 ** (tries - 1), max_delay)
+            parked = self._parked.get(path)
+            if parked is not None:
+                since = min(since, parked.since)
+            self._parked[path] = _Parked(since=since, due=due, walk=path in walk)
+
+    def settled(self, paths: tuple[str, ...] | list[str] | None = None) -> None:
+        """A run sent PATHS (None: everything, a full sync): their failures are over."""
+        if paths is None:
+            self._failures.clear()
+            return
+        for path in paths:
+            self._failures.pop(path, None)
+
+    @property
+    def parked(self) -> tuple[str, ...]:
+        return tuple(sorted(self._parked))
+
     def ran(self, now: float) -> None:
         """A handler run ended at ``now`` (for ``sync_interval``)."""
         self._last_run_end = now
@@ -123,18 +167,18 @@ class Batcher:
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + (1 if self._full_since is not None else 0)
+        return len(self._pending) + len(self._parked) + (1 if self._full_since is not None else 0)
 
     def oldest(self) -> float | None:
         """When the oldest change still pending was seen (for lag)."""
-        times = [e.since for e in self._pending.values()]
+        times = [e.since for e in self._pending.values()] + [p.since for p in self._parked.values()]
         if self._full_since is not None:
             times.append(self._full_since)
         return min(times) if times else None
 
     def ready_at(self) -> float | None:
         """The earliest time at which ``take`` would return a batch (None: nothing)."""
-        windows = []
+        windows = [p.due for p in self._parked.values()]
         if self._full_since is not None:
             windows.append(self._full_since + self.delay)
         if self._normal_since is not None:
@@ -150,6 +194,7 @@ class Batcher:
 
     def take(self, now: float, *, flush: bool = False) -> Batch | None:
         """Release the batch that is due at ``now`` (everything with ``flush``)."""
+        self._unpark(now, flush)
         ready = self.ready_at()
         if ready is None or (not flush and now < ready):
             return None
@@ -177,6 +222,13 @@ class Batcher:
         )
 
     # -- internals --------------------------------------------------------
+
+    def _unpark(self, now: float, flush: bool) -> None:
+        """Parked paths whose backoff is over (all with FLUSH) join the pending ones."""
+        for path in [p for p, parked in self._parked.items() if flush or parked.due <= now]:
+            parked = self._parked.pop(path)
+            entry = self._touch(path, parked.since, walk=parked.walk)
+            entry.since = min(entry.since, parked.since)
 
     def _touch(self, path: str, now: float, *, walk: bool = False, big: bool = False) -> _Entry:
         entry = self._pending.get(path)
@@ -225,5 +277,6 @@ class Batcher:
 
     def _reset(self) -> None:
         self._pending.clear()
+        self._parked.clear()  # a full batch compares everything: they are in it
         self._moves.clear()
         self._full_since = self._normal_since = self._big_since = None

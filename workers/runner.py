@@ -369,6 +369,7 @@ class Worker:
         recursive = False
         covered = 0  # how many paths the run stands for (a recursive root covers the tree)
         attempt = 0
+        failed: tuple[str, ...] = ()  # paths the run could not send while the rest went through
         while True:
             try:
                 if paths is None:
@@ -382,11 +383,18 @@ class Worker:
                 break
             counters.failures += 1
             counters.last_error = outcome.message
+            if outcome.verdict is Verdict.PARTIAL and outcome.failed:
+                failed = outcome.failed
+                log.warning(
+                    "%d paths not sent (%s), each retried after its own backoff: %s",
+                    len(failed),
+                    _some(failed),
+                    outcome.message,
+                )
+                break
             log.warning("sync failed (try %d of %d): %s", attempt + 1, self.spec.retries + 1, outcome.message)
             if outcome.verdict is Verdict.FATAL:
                 raise Halt(ExitCode.CONFIG, f"handler cannot work: {outcome.message}")
-            if paths is not None and outcome.failed:
-                paths = list(outcome.failed)
             attempt += 1
             if attempt > self.spec.retries:
                 self._give_up(batch, paths, outcome)
@@ -394,20 +402,33 @@ class Worker:
             self._backoff(attempt)
         end = time.monotonic()
         self.batcher.ran(end)
+        self.batcher.settled(None if batch.full else [p for p in paths or () if p not in failed])
+        if failed:
+            self._park(failed, batch.oldest, end)
         if self.ancestor is not None:
             if batch.full:
                 self.ancestor.replace(self._scanned)
             else:
                 moved = [p for m in batch.moves for p in (m.old, m.new)]
-                self.ancestor.update([*(paths or ()), *moved], since=start_wall)
+                self.ancestor.update([*(p for p in paths or () if p not in failed), *moved], since=start_wall)
+            self.ancestor.forget(failed)
             self._save_ancestor()
         counters.syncs += 1
-        counters.files += covered
+        counters.files += covered - len(failed)
         counters.last_sync_duration = round(end - start, 3)
-        counters.last_error = ""
+        if not failed:
+            counters.last_error = ""
         kind = "initial sync" if initial else "full resync" if batch.full else "sync"
         log.info("%s: %d paths in %.2fs (%d pending)", kind, covered, end - start, self.batcher.pending)
         self._report("sync")
+
+    def _park(self, failed: tuple[str, ...], since: float, now: float) -> None:
+        """Keep FAILED for their own retries; a directory is walked again then (what
+        it holds may not have been listed)."""
+        walk = frozenset(p for p in failed if os.path.isdir(os.path.join(self.source, p)))
+        self.batcher.park(
+            failed, since, now, retry_delay=self.spec.retry_delay, max_delay=MAX_BACKOFF, walk=walk
+        )
 
     def _give_up(self, batch: Batch, paths: list[str] | None, outcome: Outcome) -> None:
         now = time.monotonic()
@@ -485,6 +506,7 @@ class Worker:
         failed: list[str] = []
         messages: list[str] = []
         sent = 0
+        whole = False  # a run failed without naming its paths
         chunks = list(self._chunks(paths, tty=progress and _tty()))
         with self._progress("syncing", total=len(paths), enabled=progress) as advance:
             for chunk in chunks:
@@ -496,12 +518,14 @@ class Worker:
                 sent += outcome.bytes
                 if outcome.verdict is not Verdict.OK:
                     failed += outcome.failed or chunk
+                    whole = whole or not outcome.failed
                     messages.append(outcome.message)
                 advance(len(chunk))
         self.reporter.counters.bytes += sent  # what went, even in a run that must be retried
         if not failed:
             return Outcome(Verdict.OK, bytes=sent)
-        verdict = Verdict.PARTIAL if len(failed) < len(paths) else Verdict.RETRY
+        # PARTIAL: the rest went through (rsync named what failed, or other runs succeeded).
+        verdict = Verdict.PARTIAL if not whole or len(failed) < len(paths) else Verdict.RETRY
         return Outcome(verdict, tuple(failed), "; ".join(messages), sent)
 
     def _chunks(self, paths: list[str], *, tty: bool) -> Iterator[list[str]]:
@@ -544,7 +568,10 @@ class Worker:
         if batch is not None:
             self._execute(batch)
         if self.batcher.pending:
-            raise Halt(ExitCode.SYNC_FAILED, f"stopped with {self.batcher.pending} paths undelivered")
+            raise Halt(
+                ExitCode.SYNC_FAILED,
+                f"stopped with {self.batcher.pending} paths undelivered ({_some(self.batcher.parked)})",
+            )
         return ExitCode.OK
 
     def _drain(self) -> None:
@@ -616,3 +643,9 @@ class Worker:
 
 def _tty() -> bool:
     return sys.stderr.isatty()
+
+
+def _some(paths: tuple[str, ...], shown: int = 5) -> str:
+    """A few of PATHS for a log line."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(repr(p) for p in paths[:shown]) + more

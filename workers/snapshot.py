@@ -58,12 +58,51 @@ def type_of(mode: int) -> str:
 Lister = Callable[[str, bool], AbstractContextManager[tuple[list[str], Callable[[str], os.stat_result]]]]
 
 
+_PIECE = 3072  # bytes of a path opened at once when the whole is longer than PATH_MAX
+_AT = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC  # a directory fd only used as dir_fd
+
+
+def open_long(path: str | bytes, flags: int, dir_fd: int | None = None) -> int:
+    """``os.open``, also for a path longer than PATH_MAX (ENAMETOOLONG as a whole):
+    then opened piece by piece, each piece relative to the directory before it,
+    which the kernel resolves as it would the whole path (FLAGS apply to the last
+    component)."""
+    raw = os.fsencode(path)
+    try:
+        return os.open(raw, flags, dir_fd=dir_fd)
+    except OSError as err:
+        cut = raw.rfind(b"/", 1, _PIECE)
+        if err.errno != errno.ENAMETOOLONG or cut <= 0:
+            raise
+    head = os.open(raw[:cut], _AT, dir_fd=dir_fd)
+    try:
+        return open_long(raw[cut + 1 :].lstrip(b"/"), flags, head)
+    finally:
+        os.close(head)
+
+
+def lstat_long(path: str) -> os.stat_result:
+    """``os.lstat``, also for a path longer than PATH_MAX."""
+    try:
+        return os.lstat(path)
+    except OSError as err:
+        if err.errno != errno.ENAMETOOLONG:
+            raise
+    head, _, name = path.rpartition("/")
+    fd = open_long(head or "/", _AT)
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def open_dir(path: str, top: bool) -> Iterator[tuple[list[str], Callable[[str], os.stat_result]]]:
     """PATH's names and an lstat relative to it (one open directory, no path walks
-    per entry). Below the top a symlink put in a directory's place is not followed."""
+    per entry; PATH may be longer than PATH_MAX). Below the top a symlink put in a
+    directory's place is not followed."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if top else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
+    fd = open_long(path, flags)
     try:
         yield os.listdir(fd), functools.partial(os.stat, dir_fd=fd, follow_symlinks=False)
     finally:
@@ -123,21 +162,49 @@ def scan_local(
 def under_real_dirs(root: str, paths: list[str]) -> list[str]:
     """PATHS whose parent directories are real directories (no symlink on the way)
     under ROOT: nothing is ever read through a symlink out of the tree. Missing
-    parents are fine (deletions); one realpath per distinct parent."""
-    real_root = os.path.realpath(root)
+    parents are fine (deletions); one walk per distinct parent."""
     verdict: dict[str, bool] = {"": True}
     kept = []
     for path in paths:
         parent = os.path.dirname(path)
         if parent not in verdict:
-            verdict[parent] = os.path.realpath(os.path.join(real_root, parent)) == os.path.join(
-                real_root, parent
-            )
+            verdict[parent] = _no_symlink_on_the_way(root, parent)
         if verdict[parent]:
             kept.append(path)
         else:
             log.warning("not sending %r: a directory on its way is a symlink", path)
     return kept
+
+
+def _no_symlink_on_the_way(root: str, rel: str) -> bool:
+    """No component of REL below ROOT is a symlink (a missing one ends the walk:
+    fine). Walked with directory fds, one component at a time, so this also
+    holds for paths longer than PATH_MAX (where realpath stops looking)."""
+    try:
+        fd = open_long(root, _AT)
+    except OSError:
+        return True  # SOURCE itself is gone: the worker's own check halts it
+    try:
+        for name in rel.split("/"):
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                return True  # missing (a deletion) or unreadable: nothing is read through it
+            if stat.S_ISLNK(st.st_mode):
+                return False
+            if not stat.S_ISDIR(st.st_mode):
+                return True  # nothing can be below a file
+            try:
+                step = os.open(name, _AT | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                return True
+            except OSError:
+                return False  # swapped for a symlink since its stat
+            os.close(fd)
+            fd = step
+        return True
+    finally:
+        os.close(fd)
 
 
 _FIND_TYPES = {"f": "f", "d": "d", "l": "l"}
@@ -188,7 +255,7 @@ def scan_local_below(root: str, paths: list[str]) -> Tree:
     tree: Tree = {}
     for path in paths:
         try:
-            st = os.lstat(os.path.join(root, path))
+            st = lstat_long(os.path.join(root, path))
         except (FileNotFoundError, NotADirectoryError):
             continue
         tree[path] = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)

@@ -5,15 +5,18 @@ watchdog gaps are closed here:
 
 - a kernel queue overflow is only logged by watchdog: a log handler turns that
   record into an OVERFLOW change (a full rescan);
-- a directory that cannot get a watch (watch limit, EACCES) is skipped silently
-  by watchdog: a watch-group subclass notices the missing watch and reports it,
-  so the worker rescans and falls back to periodic rescans.
+- a directory that cannot get a watch (watch limit, EACCES, a path longer than
+  PATH_MAX) is skipped silently by watchdog: a watch-group subclass notices the
+  missing watch and reports it, so the worker rescans and falls back to
+  periodic rescans.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Callable
 
@@ -98,6 +101,16 @@ def translate(event: FileSystemEvent, root: str, rules: Rules, size: int = 0) ->
     return [Change(Kind.CONTENT, path, is_dir, size=size)]
 
 
+def _unwatched_dir(path: bytes) -> bool:
+    """PATH, which got no watch, is a directory that should have had one: also a
+    path longer than PATH_MAX (inotify takes paths only; watchdog then skips the
+    whole subtree silently, so a rescan must cover it)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as err:
+        return err.errno == errno.ENAMETOOLONG
+
+
 class _OverflowLog(logging.Handler):
     """Turns watchdog's 'queue overflowed' log record into an OVERFLOW change."""
 
@@ -146,7 +159,7 @@ class Watcher:
         class Group(InotifyWatchGroup):
             def _add_callback(self, path: bytes) -> None:
                 super()._add_callback(path)
-                if path not in self._active_callbacks_by_path and os.path.isdir(path):
+                if path not in self._active_callbacks_by_path and _unwatched_dir(path):
                     watcher.on_degraded(f"no inotify watch on {os.fsdecode(path)!r}")
 
         class Emitter(InotifyEmitter):

@@ -193,3 +193,41 @@ def test_rename_goes_with_the_first_batch_even_a_big_one() -> None:
     assert first is not None and first.moves == (Move("a", "b", False),) and "b" in first.paths
     later = b.take(2.1)
     assert later is not None and later.moves == ()
+
+
+def test_parked_paths_wait_for_their_own_backoff_and_keep_their_age() -> None:
+    b = Batcher(delay=1.0)
+    b.park(["locked"], since=5.0, now=10.0, retry_delay=1.0, max_delay=30.0)
+    assert b.pending == 1 and b.oldest() == 5.0  # counted in pending and lag
+    b.add(Change(Kind.CONTENT, "other"), 10.0)
+    batch = b.take(11.0)  # other's window is over; locked's backoff too (due 11.0)
+    assert batch is not None and batch.paths == ("locked", "other") and batch.oldest == 5.0
+    b.park(["locked"], since=batch.oldest, now=11.0, retry_delay=1.0, max_delay=30.0)
+    assert b.ready_at() == 13.0  # second failure: 2 s
+    b.add(Change(Kind.CONTENT, "new"), 11.5)
+    batch = b.take(12.5)
+    assert batch is not None and batch.paths == ("new",)  # the parked path does not hold it back
+    b.settled(["locked"])  # sent by some run: its next failure starts from 1 s again
+    b.park(["locked"], since=5.0, now=20.0, retry_delay=1.0, max_delay=30.0)
+    assert b.ready_at() == 21.0
+
+
+def test_parked_backoff_is_capped_and_flush_takes_parked_paths() -> None:
+    b = Batcher(delay=1.0)
+    for _ in range(10):
+        b.park(["x"], since=0.0, now=100.0, retry_delay=1.0, max_delay=30.0)
+    assert b.ready_at() == 130.0
+    batch = b.take(100.0, flush=True)  # a stop tries them once more
+    assert batch is not None and batch.paths == ("x",)
+    assert b.pending == 0
+
+
+def test_a_full_batch_covers_parked_paths_and_a_parked_directory_is_walked() -> None:
+    b = Batcher(delay=1.0)
+    b.park(["dir"], since=0.0, now=0.0, retry_delay=5.0, max_delay=30.0, walk=frozenset({"dir"}))
+    b.request_full(1.0)
+    batch = b.take(2.0)
+    assert batch is not None and batch.full and b.pending == 0 and batch.oldest == 0.0
+    b.park(["dir"], since=0.0, now=3.0, retry_delay=1.0, max_delay=30.0, walk=frozenset({"dir"}))
+    batch = b.take(100.0)
+    assert batch is not None and batch.walk == frozenset({"dir"})

@@ -162,6 +162,25 @@ def test_code_23_without_a_listed_path_retries_everything(stderr: bytes) -> None
 
 
 @pytest.mark.parametrize(
+    ("listed", "failed"),
+    [
+        (("",), ("deep/in/tree",)),  # a full sync of the root: anything inside
+        (("dir",), ("dir/deep/in/tree",)),  # a walked directory
+        (("other",), ()),  # not below anything listed: the whole run is retried
+    ],
+)
+def test_recursive_runs_place_failures_inside_listed_directories(
+    listed: tuple[str, ...], failed: tuple[str, ...]
+) -> None:
+    path = "/src/" + ("dir/" if listed == ("dir",) else "") + "deep/in/tree"
+    stderr = err(f'rsync: [sender] send_files failed to open "{path}": Permission denied (13)')
+    result = classify(23, stderr, listed, ROOTS, recursive=True)
+    assert result.failed == failed
+    assert result.verdict is (Verdict.PARTIAL if failed else Verdict.RETRY)
+    assert classify(23, stderr, listed, ROOTS).verdict is Verdict.RETRY  # a list names each path
+
+
+@pytest.mark.parametrize(
     ("code", "verdict"),
     [
         (0, Verdict.OK),

@@ -91,7 +91,9 @@ class RsyncHandler:
         if result.timed_out:
             return Outcome(Verdict.RETRY, message=f"rsync killed after {result.duration:.1f}s")
         ignored = self.spec.ignore_exit_code if ignore else ()
-        verdict = classify(result.returncode, result.stderr, paths, (src, self.dest.path), ignored)
+        verdict = classify(
+            result.returncode, result.stderr, paths, (src, self.dest.path), ignored, recursive=recursive
+        )
         message = (
             "" if verdict.verdict is Verdict.OK else f"rsync exit {result.returncode}: {result.stderr_tail()}"
         )

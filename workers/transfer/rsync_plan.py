@@ -86,14 +86,17 @@ def classify(
     listed: tuple[str, ...] | list[str],
     roots: tuple[str, ...],
     ignore: tuple[int, ...] = (),
+    *,
+    recursive: bool = False,
 ) -> Classified:
-    """What an rsync exit status means for the run that listed LISTED."""
+    """What an rsync exit status means for the run that listed LISTED (RECURSIVE:
+    the listed directories were sent as whole trees)."""
     if returncode in _OK or returncode in ignore:
         return Classified(Verdict.OK)
     if returncode in _FATAL:
         return Classified(Verdict.FATAL)
     if returncode in _PARTIAL:
-        failed = failed_paths(stderr, listed, roots)
+        failed = failed_paths(stderr, listed, roots, recursive=recursive)
         return Classified(Verdict.PARTIAL, failed) if failed else Classified(Verdict.RETRY)
     return Classified(Verdict.RETRY)
 
@@ -102,22 +105,38 @@ _QUOTED = re.compile(rb'"(.+?)"(?=[: ]|$)')
 
 
 def failed_paths(
-    stderr: bytes, listed: tuple[str, ...] | list[str], roots: tuple[str, ...]
+    stderr: bytes, listed: tuple[str, ...] | list[str], roots: tuple[str, ...], *, recursive: bool = False
 ) -> tuple[str, ...]:
-    """The listed paths that rsync's error lines name (absolute or relative, at
-    SOURCE or DEST, as a receiver's temp file ``dir/.name.XXXXXX``, with rsync's
-    ``\\#ooo`` escapes). Empty unless EVERY error line names a listed path: a
-    failure tandem cannot place makes the whole list be retried."""
+    """The paths that rsync's error lines name (absolute or relative, at SOURCE or
+    DEST, as a receiver's temp file ``dir/.name.XXXXXX``, with rsync's ``\\#ooo``
+    escapes): listed ones, or with RECURSIVE ones inside a listed directory.
+    Empty unless EVERY error line names such a path: a failure tandem cannot
+    place makes the whole list be retried."""
     wanted = set(listed)
     found: set[str] = set()
     for line in stderr.splitlines():
         if not line.strip() or line.startswith(_NOT_ERRORS):
             continue
-        names = {_listed_name(raw, roots) for raw in _candidates(line)} & wanted
+        names = {
+            name
+            for name in (_listed_name(raw, roots) for raw in _candidates(line))
+            if name in wanted or (recursive and _inside(name, wanted))
+        }
         if not names:
             return ()
         found |= names
     return tuple(sorted(found))
+
+
+def _inside(name: str, listed: set[str]) -> bool:
+    """NAME is below one of the LISTED directories ("" is the root)."""
+    if "" in listed:
+        return name != "" and not name.startswith("/")
+    while "/" in name:
+        name = name.rpartition("/")[0]
+        if name in listed:
+            return True
+    return False
 
 
 _NOT_ERRORS = (b"rsync error:", b"rsync warning:", b"file has vanished:")
