@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import httpx
 import pytest
 from docker.models.containers import Container
 
+from orchestrator.lifecycle import Timing
+from orchestrator.settings import Settings
 from tests.conftest import wait_until
 from tests.dockerd import DockerDaemon, dockerd_fixture, fresh_docker_fixture  # noqa: F401
 from tests.sshpeer import SshPeer, running_peer
@@ -30,6 +33,16 @@ pytestmark = [pytest.mark.real, pytest.mark.docker, pytest.mark.ssh, pytest.mark
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 600.0
+GRACE = 45.0  # docker-compose.yml's stop_grace_period
+
+
+def test_stop_grace_covers_the_flush_and_the_kill_grace() -> None:
+    """The grace period docker-compose.yml gives is what the test expects, and it
+    covers the workers' flush (stop_timeout) and the supervisor's kill grace."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert f"stop_grace_period: ${{TANDEM_STOP_GRACE:-{GRACE:.0f}s}}" in text
+    flush = Settings.model_fields["stop_timeout"].default + Timing().kill_grace
+    assert flush + 5 <= GRACE
 
 
 def answer(url: str) -> dict:
@@ -50,17 +63,23 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def image(dockerd: DockerDaemon) -> str:
-    """tandem:latest in the test dockerd, built by the operator's own script."""
+    """tandem:latest in the test dockerd, built by the operator's own script (in a
+    session of its own, so that a timeout kills debootstrap too)."""
     started = time.monotonic()
-    result = subprocess.run(
+    proc = subprocess.Popen(
         [str(ROOT / "scripts" / "build-image")],
         env={**os.environ, "DOCKER_HOST": dockerd.host, "PYTHON": sys.executable},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
+        start_new_session=True,
     )
-    assert result.returncode == 0, f"build-image failed:\n{result.stdout}\n{result.stderr}"
+    try:
+        out, _ = proc.communicate(timeout=BUILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # its trap unmounts and removes what it made
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, f"build-image failed:\n{out}"
     print(f"build-image: {time.monotonic() - started:.1f} s")
     return "tandem:latest"
 
@@ -104,6 +123,7 @@ def peer() -> Iterator[SshPeer]:
         yield started
 
 
+@pytest.mark.timeout(BUILD_TIMEOUT + 300)  # the module's image is built inside the first test
 def test_compose_syncs_to_the_peer_and_stop_flushes(
     image: str, fresh_docker: DockerDaemon, peer: SshPeer, tmp_path: Path
 ) -> None:
@@ -113,6 +133,10 @@ def test_compose_syncs_to_the_peer_and_stop_flushes(
     known_hosts.write_text(f"{peer.peer_ip} {(peer.dir / 'host_key.pub').read_text()}")
     dest = tmp_path / "dest"
     port = free_port()
+    # Settings from the optional config directory too (here: a rule), beside the variables.
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "tandem.toml").write_text('[[rules]]\nmatch = "web"\nexclude = ["\\\\.tmp$"]\n')
     compose = Compose(
         fresh_docker,
         {
@@ -125,6 +149,7 @@ def test_compose_syncs_to_the_peer_and_stop_flushes(
             "TANDEM_HEALTH_INTERVAL": "1s",
             "DOCKER_SOCKET": str(fresh_docker.sock),
             "DOCKER_VOLUMES": str(fresh_docker.root / "volumes"),
+            "TANDEM_CONFIG_DIR": str(config),
         },
     )
     api = f"http://127.0.0.1:{port}"
@@ -143,10 +168,12 @@ def test_compose_syncs_to_the_peer_and_stop_flushes(
 
         # A labelled container's file reaches the peer, over ssh with the secrets.
         web = fresh_docker.run("web", volumes=["webdata:/data"], labels={"tandem.enable": "true"})
-        fresh_docker.exec(web, "sh -c 'echo hello > /data/greeting'")
+        fresh_docker.exec(web, "sh -c 'echo skip > /data/scratch.tmp; echo hello > /data/greeting'")
         synced = dest / "node-a" / "web" / "data" / "greeting"
         wait_until(lambda: synced.exists(), timeout=30, what="the file at the peer")
         assert synced.read_text() == "hello\n"
+        assert not (synced.parent / "scratch.tmp").exists()  # the rule from config/tandem.toml
+        assert compose.exec("tandem status").count("web") == 1  # TANDEM_API_URL follows the port
         # The supervisor's own container (not labelled, labels of its image) is only seen.
         workers = {w["container"]: w["state"] for w in httpx.get(f"{api}/workers", timeout=5).json()}
         assert workers == {"web": "running"}, workers
@@ -166,7 +193,7 @@ def test_compose_syncs_to_the_peer_and_stop_flushes(
         assert not pending.exists()
         started = time.monotonic()
         compose("stop", timeout=90)
-        assert time.monotonic() - started < 45, "stop took the whole grace period"
+        assert time.monotonic() - started < GRACE, "stop took the whole grace period"
         assert pending.read_text() == "late\n"
         state = compose.container()["State"]
         assert state["ExitCode"] == 0, state
@@ -193,6 +220,7 @@ def test_compose_syncs_to_the_peer_and_stop_flushes(
         compose("down", "-v", "--timeout", "45", timeout=120)
 
 
+@pytest.mark.timeout(BUILD_TIMEOUT + 60)
 def test_image_runs_the_installed_command_at_the_one_version(image: str, dockerd: DockerDaemon) -> None:
     """`pip install` of the wheel built from this tree gives the `tandem` command,
     and the image carries the version of workers.__version__ (its one source)."""

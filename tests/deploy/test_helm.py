@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import shlex
@@ -20,7 +21,8 @@ import pytest
 import yaml
 
 import workers
-from orchestrator.settings import ContainerPolicy, Rule, Settings, load
+from orchestrator.lifecycle import Timing
+from orchestrator.settings import ConfigError, ContainerPolicy, Rule, Settings, load
 
 pytestmark = pytest.mark.deploy
 
@@ -33,6 +35,8 @@ SSH_DIR = "/etc/tandem/ssh"
 
 # Where the chart's settings differ from the program's defaults (values.yaml says why).
 CHART_DIFFERS = {"host", "api_host", "api_token", "docker_host", "lxd_socket"}
+# terminationGracePeriodSeconds must cover stop_timeout, the supervisor's kill grace and this.
+GRACE_MARGIN = 5
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----"
 KNOWN_HOSTS = "peer ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE1234567890abcdefghijklmnopqrstuvwxyzABCD"
@@ -41,7 +45,6 @@ TOKEN = "a-token-given-in-the-values-0123456789"
 # Every section away from its default.
 CUSTOM: dict[str, Any] = {
     "settings": {
-        "host": "edge-1",
         "state_dir": "/srv/tandem-state",
         "defaults": {
             "enable": True,
@@ -57,7 +60,6 @@ CUSTOM: dict[str, Any] = {
         "docker": False,
         "lxd": True,
         "lxd_dir": "/var/snap/lxd/common/lxd",
-        "lxd_socket": "/var/snap/lxd/common/lxd/unix.socket",
         "dest_roots": ["peer:/srv/tandem"],
         "rsync_args": ["--bwlimit=10m"],
         "heartbeat": 2,
@@ -137,6 +139,13 @@ def render(helm: Helm, *args: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
+def values_file(directory: Path, values: dict[str, Any]) -> str:
+    """VALUES as a new values file in DIRECTORY (no --set quoting or typing surprises)."""
+    path = directory / f"values-{len(list(directory.glob('values-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
 def by_kind(docs: list[dict[str, Any]]) -> Manifests:
     kinds: Manifests = {}
     for doc in docs:
@@ -166,17 +175,28 @@ def container(kinds: Manifests) -> dict[str, Any]:
     return pod["containers"][0]  # type: ignore[no-any-return]
 
 
-def image_env() -> dict[str, str]:
-    """The TANDEM_* variables the image's Dockerfile sets (ENV)."""
-    dockerfile = ROOT / "Dockerfile"
-    text = dockerfile.read_text() if dockerfile.exists() else ""
-    return dict(re.findall(r"\b(TANDEM_[A-Z0-9_]+)=(\S+)", text))
+def dockerfile_env(text: str) -> dict[str, str]:
+    """The variables a Dockerfile's ENV instructions set (KEY=VALUE and legacy KEY VALUE forms;
+    comment lines dropped, continuation lines joined)."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    env: dict[str, str] = {}
+    for line in re.sub(r"\\\n", " ", "\n".join(lines)).splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction.upper() != "ENV" or not rest.strip():
+            continue
+        words = shlex.split(rest)
+        if "=" in words[0]:
+            env.update(word.partition("=")[::2] for word in words)
+        else:
+            key, _, value = rest.strip().partition(" ")
+            env[key] = value.strip()
+    return env
 
 
 def pod_env(kinds: Manifests) -> dict[str, str]:
-    """The container's environment as it would be on node NODE: the image's, then the pod's."""
+    """The container's environment as it would be on node NODE (the image sets no TANDEM_*)."""
     secret = kinds["Secret"]
-    env = image_env()
+    env: dict[str, str] = {}
     for var in container(kinds)["env"]:
         if "value" in var:
             env[var["name"]] = var["value"]
@@ -190,21 +210,27 @@ def pod_env(kinds: Manifests) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def loaded(
-    case: tuple[str, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[str, Manifests, Settings]]:
-    """The settings `tandem serve --config /etc/tandem/tandem.toml` reads in the rendered pod."""
-    name, docs = case
-    kinds = by_kind(docs)
+def load_in_pod(kinds: Manifests, directory: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings `tandem serve --config /etc/tandem/tandem.toml` reads in the rendered pod
+    (orchestrator.settings.load: a ConfigError where the pod would exit 2)."""
     for var in list(os.environ):
         if var.startswith("TANDEM_"):
             monkeypatch.delenv(var)
     for var, value in pod_env(kinds).items():
         monkeypatch.setenv(var, value)
-    config = tmp_path / "tandem.toml"
+    config = directory / f"tandem-{len(list(directory.glob('tandem-*.toml')))}.toml"
     config.write_text(kinds["ConfigMap"]["data"]["tandem.toml"])
-    yield name, kinds, load(str(config))
+    return load(str(config))
+
+
+@pytest.fixture
+def loaded(
+    case: tuple[str, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Manifests, Settings]]:
+    """The settings `tandem serve` reads in the rendered pod."""
+    name, docs = case
+    kinds = by_kind(docs)
+    yield name, kinds, load_in_pod(kinds, tmp_path, monkeypatch)
 
 
 # --- lint and Kubernetes schemas -------------------------------------------------------------
@@ -246,12 +272,12 @@ def test_rendered_config_loads_with_the_program_loader(
     assert settings.api_token is not None
     secret_token = base64.b64decode(kinds["Secret"]["data"]["api-token"]).decode()
     assert settings.api_token.get_secret_value() == secret_token
+    assert settings.host == NODE  # TANDEM_HOST: spec.nodeName
     if name == "default":
         assert len(secret_token) == 32 and secret_token.isalnum()  # generated
-        assert settings.host == NODE  # TANDEM_HOST: spec.nodeName
         assert settings.api_host == "0.0.0.0"
-        assert settings.docker_host == given["docker_host"]
-        assert settings.lxd_socket == given["lxd_socket"]
+        assert settings.docker_host == "unix:///var/run/docker.sock"  # the mounted socket
+        assert settings.lxd_socket == "/var/lib/lxd/unix.socket"  # in the lxd_dir mount
         assert settings.rsh is None
         for field, info in Settings.model_fields.items():
             if field not in CHART_DIFFERS:
@@ -262,6 +288,8 @@ def test_rendered_config_loads_with_the_program_loader(
             if key != "api_token":
                 assert dumped[key] == value, key
         assert settings.defaults.delay == 2.5 and settings.rules[0].max_lag == 300
+        assert settings.docker_host is None  # docker: false
+        assert settings.lxd_socket == "/var/snap/lxd/common/lxd/unix.socket"
 
 
 def test_api_token_is_never_in_the_configmap(custom_docs: list[dict[str, Any]]) -> None:
@@ -315,8 +343,8 @@ def test_ssh_files_are_mounted_and_used_by_rsh(loaded: tuple[str, Manifests, Set
 def test_probes_env_and_command(case: tuple[str, list[dict[str, Any]]]) -> None:
     """The container runs `tandem serve --config /etc/tandem/tandem.toml`; liveness on /healthz and
     readiness on /readyz at the API port; TANDEM_API_TOKEN from the Secret; TANDEM_HOST from
-    spec.nodeName unless settings.host is given; no TANDEM_* variable of the image left to shadow
-    tandem.toml; the config checksum on the pod template."""
+    spec.nodeName; no other setting in the environment (it would shadow tandem.toml: state_dir
+    comes from the ConfigMap alone); the config checksum on the pod template."""
     name, docs = case
     kinds = by_kind(docs)
     box = container(kinds)
@@ -331,11 +359,10 @@ def test_probes_env_and_command(case: tuple[str, list[dict[str, Any]]]) -> None:
         "name": kinds["Secret"]["metadata"]["name"],
         "key": "api-token",
     }
-    if name == "default":
-        assert env["TANDEM_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    else:
-        assert "TANDEM_HOST" not in env  # settings.host, in tandem.toml, would lose to it
-    assert image_env().keys() <= env.keys(), "an image variable would shadow tandem.toml"
+    assert env["TANDEM_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert set(env) == {"TANDEM_HOST", "TANDEM_API_TOKEN", "TANDEM_API_URL"}
+    shadowing = {name.removeprefix("TANDEM_").lower() for name in env} & set(Settings.model_fields)
+    assert shadowing == {"host", "api_token"}, "a setting in the environment would shadow tandem.toml"
     assert pod["shareProcessNamespace"] is True  # the pause container reaps orphans
     config = next(m for m in box["volumeMounts"] if m["name"] == "config")
     assert config["mountPath"] == "/etc/tandem/tandem.toml" and config["subPath"] == "tandem.toml"
@@ -408,6 +435,72 @@ def test_config_change_rolls_the_pods(helm: Helm, default_docs: list[dict[str, A
     assert checksum(render(helm)) == checksum(default_docs)
 
 
+def test_pod_template_carries_nothing_derived_from_secrets(helm: Helm, tmp_path: Path) -> None:
+    """Changing the token or the ssh key changes the Secret only, not the DaemonSet: no hash of
+    secret material on the pods (anyone who can read pods could test guesses of a weak token
+    against it offline). A new token needs `kubectl rollout restart`, as NOTES.txt says."""
+
+    def kinds(token: str, key: str) -> Manifests:
+        values = {"settings": {"api_token": token}, "ssh": {"privateKey": key, "knownHosts": KNOWN_HOSTS}}
+        return by_kind(render(helm, "-f", values_file(tmp_path, values)))
+
+    one, two = kinds(TOKEN, KEY), kinds("another-token-9876543210", KEY.replace("not-a-real", "other"))
+    assert one["Secret"]["data"]["api-token"] != two["Secret"]["data"]["api-token"]
+    assert one["Secret"]["data"]["id"] != two["Secret"]["data"]["id"]
+    assert one["DaemonSet"] == two["DaemonSet"]
+    assert list(one["DaemonSet"]["spec"]["template"]["metadata"]["annotations"]) == ["checksum/config"]
+    assert "kubectl rollout restart" in (CHART / "templates" / "NOTES.txt").read_text()
+    assert "kubectl rollout restart" in (CHART / "values.yaml").read_text()
+
+
+def test_dockerfile_sets_no_tandem_variable() -> None:
+    """The image sets no TANDEM_* variable: the environment beats the config file, so one would
+    silently override the tandem.toml the chart mounts (e.g. a TANDEM_STATE_DIR away from the
+    hostPath the state is kept in)."""
+    env = dockerfile_env((ROOT / "Dockerfile").read_text())
+    assert "PATH" in env  # the parser sees the ENV instructions
+    assert not [var for var in env if var.startswith("TANDEM_")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ENV A=1 \\\n    TANDEM_STATE_DIR=/x\n", {"A": "1", "TANDEM_STATE_DIR": "/x"}),
+        ("# ENV TANDEM_X=1\nenv TANDEM_HOST h\n", {"TANDEM_HOST": "h"}),
+        ('ENV TANDEM_LOG_LEVEL="debug" P=/a:$P\n', {"TANDEM_LOG_LEVEL": "debug", "P": "/a:$P"}),
+    ],
+)
+def test_dockerfile_env_parser(text: str, expected: dict[str, str]) -> None:
+    """dockerfile_env finds variables in both ENV forms and across continuation lines."""
+    assert dockerfile_env(text) == expected
+
+
+def test_sockets_follow_the_mounts(helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Empty docker_host and lxd_socket name the sockets the chart mounts: Docker's at its host
+    path hostPaths.dockerSocket, LXD's in hostPaths.lxdDir mounted at settings.lxd_dir; values
+    given are kept; neither is set for a runtime not followed."""
+
+    def pod(values: dict[str, Any]) -> tuple[dict[str, str], Settings]:
+        kinds = by_kind(render(helm, "-f", values_file(tmp_path, values)))
+        mounts = {m["name"]: m["mountPath"] for m in container(kinds)["volumeMounts"]}
+        return mounts, load_in_pod(kinds, tmp_path, monkeypatch)
+
+    snap = "/var/snap/lxd/common/lxd"
+    mounts, settings = pod(
+        {"hostPaths": {"dockerSocket": "/run/docker.sock", "lxdDir": snap}, "settings": {"lxd_dir": snap}}
+    )
+    assert mounts["docker-socket"] == "/run/docker.sock"
+    assert settings.docker_host == "unix:///run/docker.sock"
+    assert mounts["lxd"] == snap and settings.lxd_socket == f"{snap}/unix.socket"
+
+    _, settings = pod({"settings": {"docker_host": "tcp://docker:2376", "lxd_socket": "/run/lxd.socket"}})
+    assert settings.docker_host == "tcp://docker:2376" and settings.lxd_socket == "/run/lxd.socket"
+
+    mounts, settings = pod({"settings": {"docker": False, "lxd": False}})
+    assert settings.docker_host is None and settings.lxd_socket is None
+    assert not {"docker-socket", "lxd"} & mounts.keys()
+
+
 # --- the chart's refusals --------------------------------------------------------------------
 
 
@@ -415,13 +508,16 @@ def test_config_change_rolls_the_pods(helm: Helm, default_docs: list[dict[str, A
     ("args", "message"),
     [
         (
-            ["--set", "terminationGracePeriodSeconds=30"],
-            "terminationGracePeriodSeconds (30) must be greater than settings.stop_timeout (30)",
+            ["--set", "terminationGracePeriodSeconds=39"],
+            "terminationGracePeriodSeconds (39) must be at least settings.stop_timeout + 10 (40)",
         ),
         (
-            ["--set", "settings.stop_timeout=60"],
-            "terminationGracePeriodSeconds (45) must be greater than settings.stop_timeout (60)",
+            ["--set", "settings.stop_timeout=44"],
+            "terminationGracePeriodSeconds (45) must be at least settings.stop_timeout + 10 (54)",
         ),
+        (["--set", "settings.host=edge-1"], 'settings.host "edge-1" is refused'),
+        (["--set", "settings.heartbeat=40"], "settings.heartbeat_timeout (60) must be at least twice"),
+        (["--set", "settings.restart_delay=61"], "settings.restart_delay_max (60) must not be below"),
         (["--set", "settings.nosuchkey=1"], "additional properties 'nosuchkey' not allowed"),
         (["--set", "settings.defaults.nosuchkey=1"], "additional properties 'nosuchkey' not allowed"),
         (["--set", "settings.rules[0].delay=1"], "missing property 'match'"),
@@ -436,6 +532,95 @@ def test_bad_values_fail_rendering_with_a_clear_message(helm: Helm, args: list[s
     result = helm("template", "tandem", str(CHART), *args, check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("stop_timeout", [0.5, 30, 35, 44, 50.5, 300])
+def test_grace_covers_stop_timeout_and_the_supervisors_kill_grace(helm: Helm, stop_timeout: float) -> None:
+    """The supervisor waits stop_timeout for the workers' flush, then its kill grace (read from
+    orchestrator.lifecycle) before SIGKILL: the chart refuses a terminationGracePeriodSeconds
+    below their sum plus GRACE_MARGIN, and accepts one at or above it."""
+    needed = stop_timeout + Timing().kill_grace + GRACE_MARGIN
+    for grace in (45, math.ceil(needed), math.ceil(needed) - 1):
+        args = [
+            "--set-json",
+            f"settings.stop_timeout={stop_timeout}",
+            "--set",
+            f"terminationGracePeriodSeconds={grace}",
+        ]
+        result = helm("template", "tandem", str(CHART), *args, check=False)
+        if grace >= needed:
+            assert result.returncode == 0, result.stderr
+            assert (
+                by_kind(render(helm, *args))["DaemonSet"]["spec"]["template"]["spec"][
+                    "terminationGracePeriodSeconds"
+                ]
+                == grace
+            )
+        else:
+            assert result.returncode != 0, f"grace {grace} accepted for stop_timeout {stop_timeout}"
+            assert (
+                f"must be at least settings.stop_timeout + {Timing().kill_grace + GRACE_MARGIN:g}"
+                in result.stderr
+            )
+    values = (CHART / "values.yaml").read_text()
+    assert "stop_timeout + 10" in values
+
+
+# Values every field of which the schema accepts but the Settings model does not (cross-field
+# rules, regexes, paths, a blank token): helm must refuse them, or else the pod would exit 2.
+# The chart checks the cheap cross-field rules; for the rest the test shows the loader's refusal.
+MODEL_INVALID: list[dict[str, Any]] = [
+    {"heartbeat": 40},  # heartbeat_timeout 60 < 2 * 40
+    {"heartbeat": 10, "heartbeat_timeout": 19.5},
+    {"restart_delay": 90},  # above restart_delay_max 60
+    {"restart_delay_max": 0.5},
+    {"api_token": "   "},
+    {"defaults": {"exclude": ["(unclosed"]}},
+    {"rules": [{"match": "db-*", "paths": ["/data/../etc"]}]},
+]
+# Values at the edges of those rules, which must render and load as given.
+MODEL_VALID: list[dict[str, Any]] = [
+    {"heartbeat": 30},  # heartbeat_timeout exactly twice heartbeat
+    {"heartbeat": 0.5, "heartbeat_timeout": 1, "stop_timeout": 0.5},
+    {"restart_delay": 60},  # restart_delay_max equal
+    {"stop_timeout": 35},  # the default grace, 45, exactly enough
+    {"api_host": "::", "api_port": 1, "log_level": "error", "inotify_warn": 1},
+    {"defaults": {"exclude": [r"^/tmp/"], "paths": ["/data"]}, "rules": [{"match": "x", "runtime": "lxc"}]},
+]
+
+
+@pytest.mark.parametrize("settings", MODEL_VALID + MODEL_INVALID, ids=str)
+def test_rendered_config_loads_unless_helm_refuses(
+    helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any]
+) -> None:
+    """Whatever helm renders, `tandem serve` loads: valid settings render and load as given;
+    settings the model refuses either make helm fail or fail orchestrator.settings.load with
+    a ConfigError (never a silently different configuration)."""
+    result = helm(
+        "template", "tandem", str(CHART), "-f", values_file(tmp_path, {"settings": settings}), check=False
+    )
+    if settings in MODEL_VALID:
+        assert result.returncode == 0, result.stderr
+        loaded = load_in_pod(
+            by_kind([d for d in yaml.safe_load_all(result.stdout) if d]), tmp_path, monkeypatch
+        )
+        dumped = loaded.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for key, value in settings.items():
+            if key == "defaults":  # as the model dumps it (aliases, None left out)
+                value = ContainerPolicy.model_validate(value).model_dump(
+                    mode="json", by_alias=True, exclude_none=True
+                )
+            elif key == "rules":
+                value = [
+                    Rule.model_validate(r).model_dump(mode="json", by_alias=True, exclude_none=True)
+                    for r in value
+                ]
+            assert dumped[key] == value, key
+    elif result.returncode == 0:
+        with pytest.raises(ConfigError):
+            load_in_pod(by_kind([d for d in yaml.safe_load_all(result.stdout) if d]), tmp_path, monkeypatch)
+    else:
+        assert "Error: " in result.stderr
 
 
 # --- one source of truth ---------------------------------------------------------------------

@@ -56,7 +56,8 @@ is given: the mounted files, host keys checked, never a password prompt.
 {{/*
 tandem.toml from .Values.settings: null and empty values ("", [], {}) left out (TOML has
 no null; the program's default applies), api_token left out (it is in the Secret), host
-left out when empty (TANDEM_HOST is the node's name), rsh set for the mounted ssh files.
+left out (it must be empty: TANDEM_HOST is the node's name), rsh set for the mounted ssh
+files, docker_host and lxd_socket, when empty, set to the sockets the chart mounts.
 false and 0 are kept.
 */}}
 {{- define "tandem.toml" -}}
@@ -74,19 +75,37 @@ false and 0 are kept.
 {{- if and (not .Values.settings.rsh) (or .Values.ssh.privateKey .Values.ssh.knownHosts) -}}
 {{- $_ := set $settings "rsh" (include "tandem.rsh" .) -}}
 {{- end -}}
+{{- /* The Docker socket is mounted at its host path, LXD's directory at lxd_dir. */ -}}
+{{- if and .Values.settings.docker (not .Values.settings.docker_host) -}}
+{{- $_ := set $settings "docker_host" (printf "unix://%s" .Values.hostPaths.dockerSocket) -}}
+{{- end -}}
+{{- if and .Values.settings.lxd (not .Values.settings.lxd_socket) -}}
+{{- $_ := set $settings "lxd_socket" (printf "%s/unix.socket" (trimSuffix "/" .Values.settings.lxd_dir)) -}}
+{{- end -}}
 # tandem's settings, rendered by the tandem chart from .Values.settings.
-# The API token is in the Secret (env TANDEM_API_TOKEN).
-{{- if not .Values.settings.host }}
-# host is the node's name (env TANDEM_HOST).
-{{- end }}
+# The API token is in the Secret (env TANDEM_API_TOKEN); host is the node's name
+# (env TANDEM_HOST).
 {{ toToml $settings }}
 {{- end -}}
 
 {{/* The checks no schema can make: fail with a message naming the values to change. */}}
 {{- define "tandem.validate" -}}
 {{- $s := .Values.settings -}}
-{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 $s.stop_timeout) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than settings.stop_timeout (%v): Kubernetes kills the pod before the workers' final flush" .Values.terminationGracePeriodSeconds $s.stop_timeout) -}}
+{{- /* The supervisor waits stop_timeout for the workers' flush, then its kill grace
+(orchestrator/lifecycle.py Timing.kill_grace, 5 s) before SIGKILL; plus a 5 s margin. */ -}}
+{{- $needed := addf $s.stop_timeout 5 5 -}}
+{{- if lt (float64 .Values.terminationGracePeriodSeconds) $needed -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least settings.stop_timeout + 10 (%v): the supervisor waits stop_timeout (%v) for the workers' final flush and 5 s more before killing them, and Kubernetes must not kill the pod first" .Values.terminationGracePeriodSeconds $needed $s.stop_timeout) -}}
+{{- end -}}
+{{- if $s.host -}}
+{{- fail (printf "settings.host %q is refused: every node of the DaemonSet would use it for {host} in destinations and overwrite the other nodes' copies; leave it empty (each node uses its node name)" (toString $s.host)) -}}
+{{- end -}}
+{{- /* Two of the model's cross-field rules (orchestrator.settings.Settings), cheap to check here. */ -}}
+{{- if lt (float64 $s.heartbeat_timeout) (mulf $s.heartbeat 2) -}}
+{{- fail (printf "settings.heartbeat_timeout (%v) must be at least twice settings.heartbeat (%v)" $s.heartbeat_timeout $s.heartbeat) -}}
+{{- end -}}
+{{- if lt (float64 $s.restart_delay_max) (float64 $s.restart_delay) -}}
+{{- fail (printf "settings.restart_delay_max (%v) must not be below settings.restart_delay (%v)" $s.restart_delay_max $s.restart_delay) -}}
 {{- end -}}
 {{- $host := toString $s.api_host -}}
 {{- if or (eq $host "localhost" "::1" "[::1]") (hasPrefix "127." $host) -}}
