@@ -207,7 +207,7 @@ def resolve(
         return describe(decision)  # DEST is empty: the initial sync sends it all, nothing to back up
     backup = f"{spec.backup_dir or BACKUP_DIR}/{stamp(now)}"
     for conflict in decision.conflicts:
-        _rename_loser(handler, source, conflict.path, conflict.copy, conflict.winner, here, there)
+        _rename_loser(handler, source, conflict.path, conflict.copy, conflict.winner, here, there, deadline)
     for listed, pull in ((decision.pull, True), (decision.push, False)):
         sender, receiver = (there, here) if pull else (here, there)
         paths = inside(listed, sender, receiver)
@@ -246,7 +246,14 @@ def inside(paths: tuple[str, ...], sender: Tree, receiver: Tree) -> tuple[str, .
 
 
 def _rename_loser(
-    handler: Any, source: str, path: str, copy: str, winner: Side, here: Tree, there: Tree
+    handler: Any,
+    source: str,
+    path: str,
+    copy: str,
+    winner: Side,
+    here: Tree,
+    there: Tree,
+    deadline: Deadline,
 ) -> None:
     """The losing version of PATH becomes COPY on its own side (a failure is retried
     by a later start: nothing was overwritten yet)."""
@@ -259,7 +266,7 @@ def _rename_loser(
             ) from None
         return
     entry = there[path]
-    if not handler.move(Move(old=path, new=copy, is_dir=entry.is_dir)):
+    if not handler.move(Move(old=path, new=copy, is_dir=entry.is_dir), deadline):
         raise Unresolved(
             ExitCode.SYNC_FAILED, f"split-brain: cannot keep DEST's version of {path!r} as {copy!r}"
         )

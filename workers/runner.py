@@ -475,7 +475,11 @@ class Worker:
             return plan, False, len(plan)
         # With rules in force a directory is not renamed at DEST: rules are about
         # paths, so content excluded under the new name must not travel along.
-        moved = {m.new for m in batch.moves if (self.rules.empty or not m.is_dir) and self.handler.move(m)}
+        moved = {
+            m.new
+            for m in batch.moves
+            if (self.rules.empty or not m.is_dir) and self.handler.move(m, self._deadline)
+        }
         walk = set(batch.walk) | {m.new for m in batch.moves if m.is_dir and m.new not in moved}
         paths = {p for p in batch.paths if p not in moved or p not in batch.moved_only}
         # Never the root itself: rsync sends a listed "." with everything directly in it

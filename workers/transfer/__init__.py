@@ -61,9 +61,9 @@ class ConfigError(ValueError):
 class Handler(Protocol):
     recursive: bool  # can send a listed directory as a whole tree
 
-    def move(self, move: Move) -> bool:
+    def move(self, move: Move, deadline: Deadline) -> bool:
         """Repeat a rename at DEST; False when it could not be done (then the
-        new path is sent in full)."""
+        new path is sent in full). DEADLINE as for ``scan_dest``."""
 
     def send(self, job: Job, deadline: Deadline) -> Outcome:
         """Make DEST equal to SOURCE for ``job.paths``."""

@@ -23,7 +23,7 @@ class DirectHandler:
     def __init__(self, spec: WorkerSpec) -> None:
         self.root = spec.destination.path
 
-    def move(self, move: Move) -> bool:
+    def move(self, move: Move, deadline: Deadline) -> bool:
         return localfs.move(self.root, move)
 
     def scan_dest_below(self, paths: list[str], deadline: Deadline) -> Tree | None:

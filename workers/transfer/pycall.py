@@ -38,7 +38,7 @@ class PythonHandler:
         self.timeout = spec.timeout
         self._running: threading.Thread | None = None
 
-    def move(self, move: Move) -> bool:
+    def move(self, move: Move, deadline: Deadline) -> bool:
         return False
 
     def scan_dest(self, deadline: Deadline) -> Tree | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import shutil
+import time
 
 from workers.batching import Move
 from workers.proc import SpawnError, run
@@ -16,6 +17,7 @@ from workers.transfer.rsync_plan import build_argv, classify, encode_list, trans
 log = logging.getLogger(__name__)
 
 MOVE_TIMEOUT = 30.0
+SSH_FAILED = 255  # ssh's own failure (no connection), not the remote command's
 SCAN_TIMEOUT = 600.0
 
 
@@ -31,19 +33,23 @@ class RsyncHandler:
                 raise ConfigError(f"--rsh program {program!r} not found or not executable")
         self.spec = spec
         self.dest = spec.destination
+        self._unreachable_until = 0.0
 
-    def move(self, move: Move) -> bool:
+    def move(self, move: Move, deadline: Deadline) -> bool:
         if self.dest.kind == "local":
             return localfs.move(self.dest.path, move)
-        if self.dest.kind != "ssh":
-            return False  # an rsync daemon cannot rename
+        if self.dest.kind != "ssh" or time.monotonic() < self._unreachable_until:
+            return False  # an rsync daemon cannot rename; a peer that just failed is not asked again
         q = shlex.quote
         parent = move.new.rpartition("/")[0] or "."
         command = (
             f"cd {q(self.dest.path)} && {{ [ -e {q(move.old)} ] || [ -L {q(move.old)} ]; }} && "
             f"mkdir -p -- {q(parent)} && mv -T -- {q(move.old)} {q(move.new)}"
         )
-        result = run(ssh_argv(self.dest, self.spec.rsh, command), timeout=MOVE_TIMEOUT)
+        result = run(ssh_argv(self.dest, self.spec.rsh, command), timeout=MOVE_TIMEOUT, deadline=deadline)
+        if result.returncode == SSH_FAILED or result.timed_out:
+            # The rest of the batch's renames would each wait as long: send content instead.
+            self._unreachable_until = time.monotonic() + MOVE_TIMEOUT
         return result.returncode == 0
 
     def send(self, job: Job, deadline: Deadline) -> Outcome:

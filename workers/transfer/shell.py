@@ -25,7 +25,7 @@ class ShellHandler:
             raise ConfigError(f"--handler program {spec.handler!r} not found or not executable")
         self.spec = spec
 
-    def move(self, move: Move) -> bool:
+    def move(self, move: Move, deadline: Deadline) -> bool:
         return False  # the command sees both paths in its list instead
 
     def scan_dest(self, deadline: Deadline) -> Tree | None:
