@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from orchestrator.runtimes import Container, Mount
-from orchestrator.settings import BUILTIN, ContainerPolicy, Settings, SplitBrain
+from orchestrator.settings import BUILTIN, ContainerPolicy, Settings, SplitBrain, shown
 from workers.spec import ContainerSpec, Destination, WorkerSpec
 
 BUILTIN_DELAY = BUILTIN.delay or 1.0
@@ -45,7 +45,9 @@ def from_labels(labels: Mapping[str, str]) -> ContainerPolicy:
     for key, raw in sorted(labels.items()):
         name = key.removeprefix("tandem.")
         if name not in LABEL_KEYS:
-            problems.append(f"unknown label {key!r} (known: {', '.join('tandem.' + k for k in LABEL_KEYS)})")
+            problems.append(
+                f"unknown label {shown(key)} (known: {', '.join('tandem.' + k for k in LABEL_KEYS)})"
+            )
             continue
         values[name] = _list(raw) if name in ("paths", "exclude") else raw.strip()
     if problems:
@@ -63,9 +65,11 @@ def _list(raw: str) -> list[str]:
         try:
             items = json.loads(text)
         except json.JSONDecodeError as err:
-            raise PolicyError(f"bad JSON list {text!r}: {err}") from None
+            raise PolicyError(f"bad JSON list {shown(text)}: {err}") from None
+        except RecursionError:  # json gives up on deep nesting with this, not a ValueError
+            raise PolicyError(f"bad JSON list {shown(text)}: nested too deeply") from None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise PolicyError(f"{text!r} must be a JSON list of strings")
+            raise PolicyError(f"{shown(text)} must be a JSON list of strings")
         return items
     return [part.strip() for part in text.split(",") if part.strip()]
 

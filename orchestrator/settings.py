@@ -14,9 +14,17 @@ import re
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +33,21 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG = "/etc/tandem/tandem.toml"
+
+# Bounds on what labels, the config file and the API may set: values come from
+# whoever runs a container (labels) or calls the API, and end up in paths, argv,
+# the store and every state update.
+MAX_TEXT = 4096  # a destination template, a container path, a regex (PATH_MAX)
+MAX_ITEMS = 1024  # paths or excludes of one policy
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+
+
+def shown(value: str, limit: int = 120) -> str:
+    """VALUE quoted for a message, cut to about LIMIT characters (a label may
+    hold megabytes)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 class SplitBrain(StrEnum):
@@ -39,12 +62,16 @@ class ContainerPolicy(BaseModel):
     """What a container syncs and how. Every field is optional: a layer
     (defaults, config rule, labels, API override) sets only what it names."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     enable: bool | None = Field(None, description="sync this container (true/false)")
-    dest: str | None = Field(None, description="destination template: {host} {container} {mount} {runtime}")
-    paths: tuple[str, ...] | None = Field(None, description="container paths to sync ('/' = root fs)")
-    exclude: tuple[str, ...] | None = Field(None, description="regexes of paths never synced")
+    dest: Text | None = Field(None, description="destination template: {host} {container} {mount} {runtime}")
+    paths: tuple[Text, ...] | None = Field(
+        None, max_length=MAX_ITEMS, description="container paths to sync ('/' = root fs)"
+    )
+    exclude: tuple[Text, ...] | None = Field(
+        None, max_length=MAX_ITEMS, description="regexes of paths never synced"
+    )
     delay: float | None = Field(None, ge=0, le=86400, description="collect window (s)")
     split_brain: SplitBrain | None = Field(
         None, alias="split-brain", description="newest, local, remote, keep-both or manual"
@@ -70,7 +97,9 @@ class ContainerPolicy(BaseModel):
     def _absolute(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for path in value or ():
             if not path.startswith("/") or "\0" in path:
-                raise ValueError(f"{path!r} is not an absolute container path")
+                raise ValueError(f"{shown(path)} is not an absolute container path")
+            if ".." in path.split("/"):
+                raise ValueError(f"{shown(path)}: '..' is not allowed in a container path")
         return value
 
     @field_validator("exclude")
@@ -79,8 +108,8 @@ class ContainerPolicy(BaseModel):
         for pattern in value or ():
             try:
                 re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"bad regex {pattern!r}: {err}") from None
+            except (re.error, OverflowError, RecursionError) as err:  # a{4294967296}, (((...)))
+                raise ValueError(f"bad regex {shown(pattern)}: {err}") from None
         return value
 
     def over(self, base: ContainerPolicy) -> ContainerPolicy:
@@ -94,7 +123,7 @@ BUILTIN = ContainerPolicy.model_validate({"enable": False, "delay": 1.0, "split-
 class Rule(ContainerPolicy):
     """A [[rules]] entry: a policy for the containers whose name matches."""
 
-    match: str = Field(description="glob on the container name, e.g. 'db-*'")
+    match: Text = Field(description="glob on the container name, e.g. 'db-*'")
     runtime: Literal["docker", "lxd", "lxc", "*"] = "*"
 
 
@@ -102,10 +131,14 @@ class Settings(BaseSettings):
     """``tandem serve`` settings (TOML keys, TANDEM_* variables and flags)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TANDEM_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="TANDEM_", env_nested_delimiter="__", extra="forbid", frozen=True, allow_inf_nan=False
     )
 
-    host: str = Field(default_factory=socket.gethostname, description="{host} in destination templates")
+    host: str = Field(
+        default_factory=socket.gethostname,
+        max_length=255,
+        description="{host} in destination templates",
+    )
     state_dir: Path = Field(Path("/var/lib/tandem"), description="worker logs, pid files, LXC hook socket")
     defaults: ContainerPolicy = Field(
         ContainerPolicy(), description="policy for every container, below rules, labels and API overrides"
@@ -134,6 +167,7 @@ class Settings(BaseSettings):
     )
     peer_name: str = Field(
         "",
+        max_length=255,
         description="the peer's name for split-brain tie-breaks and conflict copies (default: DEST's host)",
     )
     backup_dir: str | None = Field(

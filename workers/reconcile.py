@@ -228,17 +228,22 @@ def resolve(
 
 
 def inside(paths: tuple[str, ...], sender: Tree, receiver: Tree) -> tuple[str, ...]:
-    """PATHS without those below a parent that is not a real directory on either
-    side: rsync would follow such a symlink out of the tree. The parent itself is
-    listed (its type changed), so the link is copied as a link."""
+    """PATHS without those rsync would send through a symlink out of the tree:
+    below a parent that is not a real directory at the sender, or at the
+    receiver unless that parent is listed too (then rsync replaces the link with
+    the sender's directory before it writes below it; the winning side's files
+    there must not be left out). A parent that is a link at the sender is listed
+    (its type changed), so the link is copied as a link."""
+    listed = set(paths)
 
     def real(path: str) -> bool:
         parent = path.rpartition("/")[0]
         while parent:
-            for tree in (sender, receiver):
-                entry = tree.get(parent)
-                if entry is not None and entry.type != "d":
-                    return False
+            here, there = sender.get(parent), receiver.get(parent)
+            if here is not None and here.type != "d":
+                return False
+            if there is not None and there.type != "d" and parent not in listed:
+                return False
             parent = parent.rpartition("/")[0]
         return True
 
