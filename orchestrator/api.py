@@ -182,7 +182,7 @@ class SplitBrainOut(BaseModel):
 
 
 class ResolveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 0 is not false
 
     policy: Literal["newest", "local", "remote", "keep-both"]
     dry_run: bool = Field(False, description="only say what the policy would do")
@@ -303,8 +303,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "missing or wrong bearer token"},
     404: {"model": Problem, "description": "unknown container"},
     409: {"model": Problem, "description": "not possible in the container's current state"},
+    413: {"model": Problem, "description": "request body larger than 1 MiB"},
     422: {"model": Problem, "description": "invalid request"},
 }
+MAX_BODY = 1 << 20  # no valid request comes near it; a huge one is refused before it is parsed
 
 
 def create_app(control: Control, token: str | None, version: str) -> FastAPI:
@@ -323,6 +325,15 @@ def create_app(control: Control, token: str | None, version: str) -> FastAPI:
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     guarded = [Depends(authorized)]
+
+    @app.middleware("http")
+    async def _bounded(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+        if chunked or (length is not None and (not length.isdigit() or int(length) > MAX_BODY)):
+            detail = "request body larger than 1 MiB" if not chunked else "send a Content-Length"
+            return JSONResponse({"detail": detail}, status_code=413 if not chunked else 411)
+        return await call_next(request)
 
     @app.exception_handler(ControlError)
     async def _refused(_request: Request, err: ControlError) -> JSONResponse:

@@ -176,7 +176,7 @@ class Supervisor:
         try:
             self._dispatch(item)
         except Exception:  # one bad message must not end supervision of the others
-            log.exception("error while handling %r", item)
+            log.exception("error while handling a %s", type(item).__name__)  # not its (maybe huge) labels
 
     def _dispatch(self, item: Any) -> None:
         if isinstance(item, _Report):
@@ -248,12 +248,14 @@ class Supervisor:
         entry = self.entries.get(name)
         try:
             spec = plan(container, self.settings, self.overrides.get(name), parent_pid=os.getpid())
-        except PolicyError as err:
-            log.error("%s: %s", name, err)
+        except Exception as err:  # a label no check foresaw fails this container, never the rest
+            why = str(err) if isinstance(err, PolicyError) else f"cannot plan: {type(err).__name__}: {err}"
+            why = why if len(why) <= 400 else why[:400] + "..."
+            log.error("%s: %s", name, why)
             entry = self.entries.setdefault(name, Entry(container))
             entry.container = container
-            self.store.record(name, "error", None, str(err))
-            self._transition(entry, Event.INVALID, reason=str(err))
+            self.store.record(name, "error", None, why)
+            self._transition(entry, Event.INVALID, reason=why)
             return
         if spec is None:
             if entry is not None:  # no longer to be synced

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.real
 
 TOKEN = "fuzz-token"
 # 503 is what these two answer by design (not ready; lag over its SLO or not syncing).
+# 413 is a refusal too: a body over 1 MiB is not even parsed.
 CONFIG = """
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "406", "413", "422", "428", "5xx"]
+
 [[operations]]
 include-path = "/workers/{container}/health"
 checks.not_a_server_error.expected-statuses = ["2XX", "4XX", "503"]
