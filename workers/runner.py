@@ -32,6 +32,7 @@ from workers import rules as rules_mod
 from workers.ancestor import Ancestor
 from workers.ancestor import load as load_ancestor
 from workers.batching import Batch, Batcher, Change, Kind
+from workers.links import HardLinks
 from workers.proc import SpawnError, run
 from workers.resolver import mirror_list
 from workers.snapshot import Entry, ScanError, Tree, scan_local, under_real_dirs
@@ -85,6 +86,7 @@ class Worker:
         self.pair = (self.source, spec.dest)
         self.ancestor = Ancestor(spec.snapshot_file, self.source, self.pair) if spec.snapshot_file else None
         self._scanned: Tree = {}  # SOURCE as the last full sync's scan saw it
+        self.links = HardLinks()  # names of multiply linked files, to send together
 
     # -- entry -------------------------------------------------------------
 
@@ -460,8 +462,10 @@ class Worker:
         self._check_source()
         rules = None if ignore_rules else self.rules
         if batch.full:
+            found: dict[tuple[int, int], list[str]] = {}
             with self._progress("scanning") as advance:
-                scanned = scan_local(self.source, rules, on_entry=self._ticking(advance))
+                scanned = scan_local(self.source, rules, on_entry=self._ticking(advance), links=found)
+            self.links.rebuild(found)
             source = {p: e for p, e in scanned.items() if not is_backup(p)}
             self._scanned = source
             dest = self.handler.scan_dest(self._deadline)
@@ -501,6 +505,10 @@ class Worker:
             if not self.rules.empty:
                 paths.difference_update(gone)
             paths.update(mirror_list(walked, below, self.rules.allows))
+        linked, unknown = self.links.others(self.source, paths)
+        paths.update(p for p in linked if self.rules.allows(p, False))
+        if unknown:  # a link whose other names no scan has seen: the next batch compares all
+            self.batcher.request_full(time.monotonic())
         kept = under_real_dirs(self.source, sorted(paths))
         return kept, False, len(kept)
 

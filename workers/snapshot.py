@@ -116,10 +116,12 @@ def scan_local(
     below: str = "",
     opendir: Lister = open_dir,
     on_entry: Callable[[int], object] | None = None,
+    links: dict[tuple[int, int], list[str]] | None = None,
 ) -> Tree:
     """Walk ROOT/BELOW; with RULES, excluded entries are left out and excluded
     directories are not entered. Paths are relative to ROOT. Symlinks are never
-    followed; what vanishes mid-walk is skipped."""
+    followed; what vanishes mid-walk is skipped. LINKS, if given, collects the
+    names of every regular file with more than one hard link, by (dev, inode)."""
     tree: Tree = {}
     stack = [below]
     kinds = _KINDS
@@ -145,6 +147,8 @@ def scan_local(
                     tree[rel] = make((kind, st.st_size, st.st_mtime))
                     if kind == "d":
                         stack.append(rel)
+                    elif links is not None and kind == "f" and st.st_nlink > 1:
+                        links.setdefault((st.st_dev, st.st_ino), []).append(rel)
         except (FileNotFoundError, NotADirectoryError):
             continue  # vanished mid-walk
         except OSError as err:

@@ -1,0 +1,61 @@
+"""HardLinks on real files: the other names of a written file go with it; a link
+no full scan has seen asks for one; names outside SOURCE do not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from workers.links import HardLinks
+from workers.snapshot import scan_local
+
+
+def scanned(root: Path) -> HardLinks:
+    links = HardLinks()
+    found: dict[tuple[int, int], list[str]] = {}
+    scan_local(str(root), links=found)
+    links.rebuild(found)
+    return links
+
+
+def test_other_names_of_a_written_file_join_the_batch(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("1")
+    (tmp_path / "d").mkdir()
+    os.link(tmp_path / "a", tmp_path / "d" / "b")
+    os.link(tmp_path / "a", tmp_path / "c")
+    (tmp_path / "single").write_text("x")
+    links = scanned(tmp_path)
+    assert len(links) == 1
+    assert links.others(str(tmp_path), {"d/b"}) == ({"a", "c"}, False)
+    assert links.others(str(tmp_path), {"single", "gone"}) == (set(), False)
+    (tmp_path / "c").unlink()  # a name goes: it is forgotten, the others still go together
+    assert links.others(str(tmp_path), {"c", "a"}) == ({"d/b"}, False)
+
+
+def test_a_link_made_after_the_scan_asks_for_a_full_scan_once(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("1")
+    links = scanned(tmp_path)
+    os.link(tmp_path / "a", tmp_path / "new")
+    assert links.others(str(tmp_path), {"new"}) == (set(), True)  # "a" is not known as a link yet
+    links = scanned(tmp_path)
+    assert links.others(str(tmp_path), {"new"}) == ({"a"}, False)
+
+
+def test_names_outside_source_are_not_asked_for_again(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a").write_text("1")
+    os.link(root / "a", tmp_path / "outside")
+    links = scanned(root)
+    assert links.others(str(root), {"a"}) == (set(), False)
+
+
+def test_a_name_replaced_by_another_file_moves_to_it(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("1")
+    os.link(tmp_path / "a", tmp_path / "b")
+    links = scanned(tmp_path)
+    (tmp_path / "new").write_text("2")
+    os.link(tmp_path / "new", tmp_path / "other")
+    os.replace(tmp_path / "new", tmp_path / "b")  # b is now new's inode, linked with "other"
+    extra, unknown = links.others(str(tmp_path), {"b"})
+    assert extra == set() and unknown  # its new partner was never scanned
