@@ -19,6 +19,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The image tests last: scripts/test makes the image's Debian base in the
+    background meanwhile (a minute or two on a machine without the cache)."""
+    items.sort(key=lambda item: item.path.name == "test_compose.py")
+
+
 def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
     """Poll CHECK until it returns something truthy; fail with WHAT after TIMEOUT."""
     end = time.monotonic() + timeout
