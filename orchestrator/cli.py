@@ -247,7 +247,12 @@ def sync(
         str, typer.Option(help="DEST's side's name (default: its host).", rich_help_panel=_S)
     ] = "",
     modify_window: Annotated[
-        float, typer.Option(help="Mtimes this close (s) count as equal.", rich_help_panel=_S)
+        float,
+        typer.Option(
+            help="Mtimes this close (s) count as equal (split-brain, and full syncs: "
+            "below 1, rsync compares to the nanosecond).",
+            rich_help_panel=_S,
+        ),
     ] = 0.001,
     backup_dir: Annotated[
         str | None,

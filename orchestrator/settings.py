@@ -177,7 +177,8 @@ class Settings(BaseSettings):
     modify_window: float = Field(
         0.001,
         ge=0,
-        description="split-brain: mtimes this close (s) are equal (1 or 2 for coarse filesystems)",
+        description="mtimes this close (s) are equal, for split-brain and full syncs (1 or 2 for "
+        "coarse filesystems; below 1 rsync compares to the nanosecond)",
     )
     api_host: str = Field("127.0.0.1", description="address the REST API listens on")
     api_port: int = Field(8765, ge=0, le=65535, description="REST API port (0: any free port)")

@@ -167,6 +167,20 @@ def test_write_during_initial_sync_is_not_lost(dirs, start_worker, tmp_path) -> 
     assert worker.stop() == 0
 
 
+def test_same_second_same_size_edit_while_stopped_reaches_dest(dirs, start_worker) -> None:
+    """The edit clsync and lsyncd never deliver, made while no worker watched: the
+    next start's full sync compares mtimes to the nanosecond, not the second."""
+    src, dst = dirs
+    target = src / "f"
+    target.write_text("aaaa")
+    assert start_worker(src, dst, "--only-initial-sync").wait() == 0
+    before = target.stat()
+    target.write_text("bbbb")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns + 1000))  # same second, same size
+    assert start_worker(src, dst, "--only-initial-sync").wait() == 0
+    assert (dst / "f").read_text() == "bbbb"
+
+
 @pytest.mark.parametrize("flag", ["--skip-initial-sync", "--only-initial-sync"])
 def test_initial_sync_flags(dirs, start_worker, flag: str) -> None:
     src, dst = dirs

@@ -250,3 +250,14 @@ def test_failed_paths_every_error_line_must_map(stderr: bytes, failed: tuple[str
 )
 def test_transferred_bytes_from_stats(stdout: bytes, expected: int) -> None:
     assert transferred_bytes(stdout) == expected
+
+
+@pytest.mark.parametrize(
+    ("window", "arg"),
+    [(0.0, "--modify-window=-1"), (0.001, "--modify-window=-1"), (2.0, "--modify-window=2")],
+)
+def test_full_runs_compare_mtimes_to_the_nanosecond_unless_told_coarser(window: float, arg: str) -> None:
+    full = build_argv("rsync", "/s", "/d", full=True, modify_window=window)
+    assert arg in full and "--ignore-times" not in full
+    incremental = build_argv("rsync", "/s", "/d", full=False, modify_window=window)
+    assert "--ignore-times" in incremental and not any(a.startswith("--modify-window") for a in incremental)

@@ -89,6 +89,7 @@ class RsyncHandler:
             rsh=self.spec.rsh,
             extra=(*self.spec.rsync_arg, *extra),
             io_timeout=self.spec.io_timeout,
+            modify_window=self.spec.modify_window,
         )
         try:
             result = run(argv, stdin=encode_list(paths), timeout=self.spec.timeout, deadline=deadline)

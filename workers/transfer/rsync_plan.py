@@ -7,6 +7,9 @@ works. A listed path missing at SOURCE is deleted at DEST
 planner only lists when nothing excluded lives in them). Incremental runs add
 ``--ignore-times``: the worker knows these paths changed, so rsync's
 size+mtime quick check (which misses a same-second, same-size edit) is skipped.
+Full runs keep the quick check but compare mtimes to the nanosecond
+(``--modify-window=-1``; rsync's default compares whole seconds), unless the
+pair's modify window says the filesystems are coarser.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def build_argv(
     rsh: str | None = None,
     extra: tuple[str, ...] = (),
     io_timeout: int = 0,
+    modify_window: float = 0.0,
 ) -> list[str]:
     """The argv for one run; DEST_ROOT is ``Destination.rsync_root()``."""
     argv = [binary, *BASE_ARGS]
@@ -52,6 +56,9 @@ def build_argv(
         argv.append("-r")  # listed directories go whole (no rule can exclude anything)
     if not full:
         argv.append("--ignore-times")
+    else:
+        window = -1 if modify_window < 1 else round(modify_window)
+        argv.append(f"--modify-window={window}")
     if io_timeout:
         argv.append(f"--timeout={io_timeout}")  # rsync keeps alive while busy; a stall exits 30
     if rsh:
