@@ -53,3 +53,35 @@ def _dirs_holding_excluded(dest: Mapping[str, _Typed], allows: Callable[[str, bo
             blocked.add(parent)
             parent = parent.rpartition("/")[0]
     return blocked
+
+
+class _Scanned(_Typed, Protocol):
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime(self) -> float: ...
+
+
+def unlike(
+    source: Mapping[str, _Scanned],
+    dest: Mapping[str, _Scanned],
+    window: float,
+    allows: Callable[[str, bool], bool],
+) -> list[str]:
+    """Sorted paths where DEST does not hold what SOURCE holds, for two scans of
+    the same subtrees: missing, another type, or a file or link of another size
+    or mtime (beyond WINDOW s), plus what a full sync would delete. Directories
+    compare by type: their mtimes move whenever something inside does."""
+    changed = [
+        path
+        for path, entry in source.items()
+        if (theirs := dest.get(path)) is None
+        or theirs.type != entry.type
+        or (entry.type != "d" and (theirs.size != entry.size or abs(theirs.mtime - entry.mtime) > window))
+    ]
+    gone = {path: entry for path, entry in dest.items() if path not in source}
+    return sorted([*changed, *mirror_list({}, gone, allows)])

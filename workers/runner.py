@@ -34,7 +34,7 @@ from workers.ancestor import load as load_ancestor
 from workers.batching import Batch, Batcher, Change, Kind
 from workers.links import HardLinks
 from workers.proc import SpawnError, run
-from workers.resolver import mirror_list
+from workers.resolver import mirror_list, unlike
 from workers.snapshot import Entry, ScanError, Tree, scan_local, under_real_dirs
 from workers.spec import ExitCode, Status, WorkerSpec
 from workers.splitbrain import is_backup
@@ -498,13 +498,26 @@ class Worker:
                 walked[directory] = Entry("d", 0, 0.0)
                 walked.update(scan_local(self.source, self.rules, below=directory))
         paths.update(walked)
+        # A rename done at DEST is only as complete as DEST's copy was (content on
+        # its way when the directory was renamed, a run that failed): the renamed
+        # tree is compared on both sides and what differs is sent.
+        renamed = sorted(m.new for m in batch.moves if m.is_dir and m.new in moved)
+        check: dict[str, Entry] = {}
+        for directory in renamed:
+            check.update(scan_local(self.source, self.rules, below=directory))
         gone = [p for p in paths if not os.path.lexists(os.path.join(self.source, p))]
-        look = [*(d for d in walk if d in walked), *(gone if not self.rules.empty else ())]
+        look = [*(d for d in walk if d in walked), *(gone if not self.rules.empty else ()), *renamed]
         below = self.handler.scan_dest_below(look, self._deadline) if look else None
         if below is not None:
+            prefixes = tuple(f"{d}/" for d in renamed)
+            theirs = {p: e for p, e in below.items() if prefixes and p.startswith(prefixes)}
             if not self.rules.empty:
                 paths.difference_update(gone)
-            paths.update(mirror_list(walked, below, self.rules.allows))
+            rest = {p: e for p, e in below.items() if p not in theirs}
+            paths.update(mirror_list(walked, rest, self.rules.allows))
+            paths.update(unlike(check, theirs, self.spec.modify_window, self.rules.allows))
+        else:
+            paths.update(check)  # DEST cannot be listed: send the renamed trees whole
         linked, unknown = self.links.others(self.source, paths)
         paths.update(p for p in linked if self.rules.allows(p, False))
         if unknown:  # a link whose other names no scan has seen: the next batch compares all

@@ -366,3 +366,24 @@ def test_root_changes_never_send_excluded_top_level_files(dirs, start_worker) ->
     time.sleep(0.5)
     assert not (dst / "x.tmp").exists()
     assert worker.stop() == 0
+
+
+def test_a_renamed_directory_is_completed_where_dests_copy_was_not(dirs, start_worker) -> None:
+    """A directory rename is repeated at DEST, but DEST's copy may lack what was on
+    its way (content renamed while its run went on): the renamed tree is compared
+    and what differs is sent, without copying the rest again."""
+    src, dst = dirs
+    (src / "a" / "deep").mkdir(parents=True)
+    for name in ("x", "y", "deep/z"):
+        (src / "a" / name).write_text(name * 100)
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    converged(src, dst)
+    (dst / "a" / "deep" / "z").unlink()  # never arrived
+    (dst / "a" / "y").write_text("half")  # arrived half
+    (dst / "a" / "stale").write_text("gone at SOURCE")
+    kept = (dst / "a" / "x").stat().st_ino
+    (src / "a").rename(src / "b")
+    converged(src, dst)
+    assert (dst / "b" / "x").stat().st_ino == kept  # renamed at DEST, not copied again
+    assert worker.stop() == 0

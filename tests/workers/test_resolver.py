@@ -84,3 +84,40 @@ def test_only_needs_is_dir_and_a_predicate() -> None:
 
     assert mirror_list({"s": F}, {"d": D, "d/no": F, "d/yes": F}, pred) == ["d/yes", "s"]
     assert ("d", True) in seen and ("d/no", False) in seen
+
+
+def test_unlike_lists_what_dest_lacks_or_holds_otherwise_and_what_it_has_more() -> None:
+    from workers.resolver import unlike
+    from workers.snapshot import Entry
+
+    source = {
+        "b/same": Entry("f", 3, 10.0),
+        "b/within": Entry("f", 3, 10.0),
+        "b/size": Entry("f", 3, 10.0),
+        "b/mtime": Entry("f", 3, 10.0),
+        "b/missing": Entry("f", 3, 10.0),
+        "b/type": Entry("f", 3, 10.0),
+        "b/dir": Entry("d", 0, 10.0),
+        "b/link": Entry("l", 4, 10.0),
+    }
+    dest = {
+        "b/same": Entry("f", 3, 10.0),
+        "b/within": Entry("f", 3, 10.0005),
+        "b/size": Entry("f", 4, 10.0),
+        "b/mtime": Entry("f", 3, 11.0),
+        "b/type": Entry("d", 0, 10.0),
+        "b/dir": Entry("d", 0, 99.0),  # a directory's mtime moves with its content
+        "b/link": Entry("l", 4, 12.0),
+        "b/extra": Entry("f", 1, 1.0),
+        "b/extra-dir": Entry("d", 0, 1.0),
+        "b/extra-dir/inner": Entry("f", 1, 1.0),
+    }
+    assert unlike(source, dest, 0.001, lambda p, d: True) == [
+        "b/extra",
+        "b/extra-dir",  # listed whole: its content goes with it
+        "b/link",
+        "b/missing",
+        "b/mtime",
+        "b/size",
+        "b/type",
+    ]
