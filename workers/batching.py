@@ -7,7 +7,9 @@ Time is passed in (``now``, seconds on a monotonic clock). Rules:
 - files larger than ``bigfile_threshold`` (if > 0) collect in their own window of
   ``bigfile_delay``;
 - two handler runs are at least ``sync_interval`` apart (end to start);
-- an overflow (or a requested resync) turns the next batch into a full one;
+- an overflow (or a requested resync) turns the next batch into a full one; the
+  paths that were pending go with it (``paths``): the handler's full compare
+  may not see a change that kept size and mtime, so they are sent as changed;
 - a rename moves whatever was pending below the old name to the new name, and is
   kept so the handler can repeat it at DEST instead of copying the content again;
 - ``flush`` releases everything at once (stop, standby ended);
@@ -123,7 +125,6 @@ class Batcher:
         since = min(now, batch.oldest)
         if batch.full:
             self._full_since = since if self._full_since is None else min(self._full_since, since)
-            return
         for path in batch.paths if paths is None else paths:
             entry = self._touch(path, since, walk=path in batch.walk)
             entry.since = min(entry.since, since)
@@ -200,7 +201,11 @@ class Batcher:
             return None
         if self._full_since is not None:
             oldest = self.oldest()
-            batch = Batch(full=True, oldest=self._full_since if oldest is None else oldest)
+            batch = Batch(
+                paths=tuple(sorted(self._pending)),
+                full=True,
+                oldest=self._full_since if oldest is None else oldest,
+            )
             self._reset()
             return batch
         big_due = flush or (self._big_since is not None and now >= self._big_since + self.bigfile_delay)

@@ -29,6 +29,16 @@ class HardLinks:
     def __len__(self) -> int:
         return len(self._names)
 
+    def moved(self, old: str, new: str) -> None:
+        """OLD (a file, or a directory with everything below it) is now NEW."""
+        prefix = old + "/"
+        for name in [n for n in self._key if n == old or n.startswith(prefix)]:
+            key = self._key.pop(name)
+            renamed = new + name[len(old) :]
+            self._names[key].discard(name)
+            self._names[key].add(renamed)
+            self._key[renamed] = key
+
     def others(self, root: str, paths: set[str]) -> tuple[set[str], bool]:
         """The other names of the multiply linked files among PATHS, and whether
         some file has names that are not known (then only a full scan finds them)."""

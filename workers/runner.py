@@ -405,6 +405,10 @@ class Worker:
         end = time.monotonic()
         self.batcher.ran(end)
         self.batcher.settled(None if batch.full else [p for p in paths or () if p not in failed])
+        if batch.full and batch.paths:
+            # What was pending when the full sync was asked for (an overflow, a rescan):
+            # its compare may miss an edit that kept size and mtime, so they go again as changed.
+            self.batcher.requeue(Batch(paths=batch.paths, oldest=batch.oldest), end)
         if failed:
             self._park(failed, batch.oldest, end)
         if self.ancestor is not None:
@@ -477,6 +481,8 @@ class Worker:
                 # Nothing can be excluded: the root (recursively) plus the deletions says the same.
                 return ["", *(p for p in plan if p not in source)], True, len(plan)
             return plan, False, len(plan)
+        for move in batch.moves:
+            self.links.moved(move.old, move.new)
         # With rules in force a directory is not renamed at DEST: rules are about
         # paths, so content excluded under the new name must not travel along.
         moved = {

@@ -79,12 +79,12 @@ def test_big_files_held_while_small_ones_go() -> None:
     assert second is not None and second.paths == ("big",)
 
 
-def test_overflow_makes_a_full_batch_and_clears_paths() -> None:
+def test_overflow_makes_a_full_batch_that_carries_the_pending_paths() -> None:
     b = Batcher(delay=1.0)
     b.add(content("a"), 0.0)
     b.add(Change(Kind.OVERFLOW), 0.2)
     batch = b.take(1.0)
-    assert batch is not None and batch.full and batch.paths == ()
+    assert batch is not None and batch.full and batch.paths == ("a",)  # sent again as changed
     assert batch.oldest == 0.0  # lag keeps the oldest change's age
     assert b.pending == 0
 
@@ -231,3 +231,14 @@ def test_a_full_batch_covers_parked_paths_and_a_parked_directory_is_walked() -> 
     b.park(["dir"], since=0.0, now=3.0, retry_delay=1.0, max_delay=30.0, walk=frozenset({"dir"}))
     batch = b.take(100.0)
     assert batch is not None and batch.walk == frozenset({"dir"})
+
+
+def test_a_full_batch_carries_the_pending_paths_and_a_failed_one_keeps_them() -> None:
+    b = Batcher(delay=1.0)
+    b.add(Change(Kind.CONTENT, "edited"), 0.0)
+    b.add(Change(Kind.OVERFLOW), 0.5)
+    batch = b.take(2.0)
+    assert batch is not None and batch.full and batch.paths == ("edited",)
+    b.requeue(batch, 3.0)  # the full run failed
+    again = b.take(5.0)
+    assert again is not None and again.full and again.paths == ("edited",) and again.oldest == 0.0

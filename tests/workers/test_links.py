@@ -59,3 +59,13 @@ def test_a_name_replaced_by_another_file_moves_to_it(tmp_path: Path) -> None:
     os.replace(tmp_path / "new", tmp_path / "b")  # b is now new's inode, linked with "other"
     extra, unknown = links.others(str(tmp_path), {"b"})
     assert extra == set() and unknown  # its new partner was never scanned
+
+
+def test_a_renamed_name_is_followed(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_text("1")
+    os.link(tmp_path / "d" / "a", tmp_path / "b")
+    links = scanned(tmp_path)
+    (tmp_path / "d").rename(tmp_path / "e")
+    links.moved("d", "e")
+    assert links.others(str(tmp_path), {"b"}) == ({"e/a"}, False)

@@ -387,3 +387,22 @@ def test_a_renamed_directory_is_completed_where_dests_copy_was_not(dirs, start_w
     converged(src, dst)
     assert (dst / "b" / "x").stat().st_ino == kept  # renamed at DEST, not copied again
     assert worker.stop() == 0
+
+
+def test_an_edit_pending_when_a_full_resync_is_asked_for_is_not_lost(dirs, start_worker) -> None:
+    """A same-size edit that puts the mtime back is seen by inotify, but a full
+    resync asked for while it waits (an overflow, SIGUSR2) compares size and
+    mtime only: the pending paths are sent again as changed afterwards."""
+    src, dst = dirs
+    target = src / "f"
+    target.write_text("aaaa")
+    worker = start_worker(src, dst, "--delay", "2")
+    worker.wait_running()
+    wait_until(lambda: (dst / "f").exists(), 10, "the first version")
+    before = target.stat()
+    target.write_text("bbbb")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # size and mtime as before
+    time.sleep(0.3)  # the event is in the batch
+    worker.signal(signal.SIGUSR2)
+    wait_until(lambda: (dst / "f").read_text() == "bbbb", 15, "the edit at DEST")
+    assert worker.stop() == 0
