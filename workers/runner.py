@@ -47,6 +47,7 @@ log = logging.getLogger("tandem.worker")
 POLL = 0.25  # longest sleep of the loop: standby file, parent, source root checks
 SETTLE = 0.3  # after a split-brain resolution, before its own events are dropped
 MAX_BACKOFF = 30.0
+FLUSH_ROUNDS = 3  # runs the stop's flush may take: a full one, its pending paths, one more try
 DEGRADED_RESCAN = 30.0  # periodic rescan when inotify cannot cover the tree
 HOOK_TIMEOUT = 30.0
 DRAIN_QUIET = 0.7  # longer than watchdog's rename-pairing delay (0.5 s)
@@ -595,8 +596,12 @@ class Worker:
         if self._initial_done:
             self._hook(self.spec.pre_exit_hook, "pre-exit hook")
         self._drain()
-        batch = self.batcher.take(time.monotonic(), flush=True)
-        if batch is not None:
+        if self.reporter.degraded:  # changes where no watch is are found by a scan only
+            self.batcher.request_full(time.monotonic())
+        for _ in range(FLUSH_ROUNDS):  # a full batch hands its pending paths back for a run of their own
+            batch = self.batcher.take(time.monotonic(), flush=True)
+            if batch is None:
+                break
             self._execute(batch)
         if self.batcher.pending:
             raise Halt(

@@ -94,3 +94,20 @@ def test_no_watch_at_all_still_syncs_by_rescans(dirs, start_worker) -> None:
     (src / "sub" / "later").write_text("found by a rescan")
     wait_until(lambda: tree(src) == tree(dst), 10, "rescan delivered")
     assert worker.stop() == 0
+
+
+def test_a_degraded_worker_rescans_at_stop(dirs, start_worker) -> None:
+    """Changes under a directory with no watch, made after the last rescan, are
+    found by the stop's flush (a scan), not left behind."""
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "0.2")
+    worker.wait_running()
+    with sysctl("max_user_watches", 1):
+        (src / "unwatched").mkdir()
+        (src / "unwatched" / "f").write_text("x")
+        wait_until(lambda: b"no inotify watch" in worker.stderr, 10, "watch failure noticed")
+    wait_until(lambda: tree(src) == tree(dst), 15, "the first rescan")
+    (src / "unwatched" / "late").write_text("made after the rescan, no event")
+    code = worker.stop()
+    assert code == 0, worker.err()
+    assert tree(src) == tree(dst)
