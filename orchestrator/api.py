@@ -309,6 +309,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 MAX_BODY = 1 << 20  # no valid request comes near it; a huge one is refused before it is parsed
 
 
+class _BodyLimit:
+    """Refuse a body over MAX_BODY (413) or without a length (411) before it is read."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+            if chunked or (length is not None and (not length.isdigit() or int(length) > MAX_BODY)):
+                detail = "send a Content-Length" if chunked else "request body larger than 1 MiB"
+                response = JSONResponse({"detail": detail}, status_code=411 if chunked else 413)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(control: Control, token: str | None, version: str) -> FastAPI:
     app = FastAPI(
         title="tandem",
@@ -326,14 +345,7 @@ def create_app(control: Control, token: str | None, version: str) -> FastAPI:
 
     guarded = [Depends(authorized)]
 
-    @app.middleware("http")
-    async def _bounded(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
-        if chunked or (length is not None and (not length.isdigit() or int(length) > MAX_BODY)):
-            detail = "request body larger than 1 MiB" if not chunked else "send a Content-Length"
-            return JSONResponse({"detail": detail}, status_code=413 if not chunked else 411)
-        return await call_next(request)
+    app.add_middleware(_BodyLimit)  # plain ASGI: it must not wrap the /events stream
 
     @app.exception_handler(ControlError)
     async def _refused(_request: Request, err: ControlError) -> JSONResponse:
