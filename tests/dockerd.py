@@ -195,6 +195,10 @@ class DockerDaemon:
         )
         return container
 
+    def volume(self, name: str) -> Path:
+        """Where the named volume NAME lives on the host (a mount's SOURCE)."""
+        return self.root / "volumes" / name / "_data"
+
     def exec(self, container: Container, command: str) -> str:
         """Run COMMAND (split like a shell line) in CONTAINER; fail unless it exits 0."""
         code, output = container.exec_run(command)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from workers.splitbrain import Meta
+
 
 class _Typed(Protocol):
     @property
@@ -55,15 +57,8 @@ def _dirs_holding_excluded(dest: Mapping[str, _Typed], allows: Callable[[str, bo
     return blocked
 
 
-class _Scanned(_Typed, Protocol):
-    @property
-    def type(self) -> str: ...
-
-    @property
-    def size(self) -> int: ...
-
-    @property
-    def mtime(self) -> float: ...
+class _Scanned(_Typed, Meta, Protocol):
+    """A scan's entry: its type, size and mtime (splitbrain.Meta) and is_dir."""
 
 
 def unlike(

@@ -230,10 +230,6 @@ dest = "{tmp_path}/dest/{{host}}/{{container}}/{{mount}}"
     return s
 
 
-def volume(daemon: DockerDaemon, name: str) -> Path:
-    return daemon.root / "volumes" / name / "_data"
-
-
 def dest_of(tmp_path: Path, container: str, mount: str = "data") -> Path:
     return tmp_path / "dest" / "h1" / container / mount
 
@@ -291,7 +287,7 @@ def test_container_links_never_lead_outside(
     s = serve_docker(tmp_path, serve, fresh_docker)
     trap = fresh_docker.run("trap", volumes=["trapdata:/data"], labels=ON)
     s.wait_state("trap", "running")
-    src, dst = volume(fresh_docker, "trapdata"), dest_of(tmp_path, "trap")
+    src, dst = fresh_docker.volume("trapdata"), dest_of(tmp_path, "trap")
     assert_no_loss(src, dst)
     for name, target in [
         ("etc-abs", "/etc"),
@@ -362,7 +358,7 @@ def test_split_brain_scan_never_reads_outside(
         "sblocal", volumes=["localdata:/data"], labels={**ON, "tandem.split-brain": "local"}
     )
     s.wait_state("sblocal", "running")
-    src = volume(fresh_docker, "localdata")
+    src = fresh_docker.volume("localdata")
     assert_no_loss(src, at_dest)
     assert (at_dest / "sub").is_dir() and not (at_dest / "sub").is_symlink()
     assert (at_dest / "sub" / "deeper" / "file").read_text() == "inside\n"
@@ -404,7 +400,7 @@ def test_split_brain_pull_through_a_symlinked_source_dir(
     s = serve_docker(tmp_path, serve, fresh_docker)
     fresh_docker.run("sbremote", volumes=["remotedata:/data"], labels={**ON, "tandem.split-brain": "remote"})
     s.wait_state("sbremote", "running")
-    src = volume(fresh_docker, "remotedata")
+    src = fresh_docker.volume("remotedata")
     assert_no_loss(src, at_dest)
     canary.untouched()
     canary.nowhere_in(src, at_dest)
@@ -586,7 +582,7 @@ def test_bad_labels_fail_the_container_with_a_reason(
         assert worker["pid"] is None
     s.wait_state("good", "running")
     sh(good, "echo fine > /data/f")
-    assert_no_loss(volume(fresh_docker, "gooddata"), dest_of(tmp_path, "good"))
+    assert_no_loss(fresh_docker.volume("gooddata"), dest_of(tmp_path, "good"))
     assert sorted(os.listdir(tmp_path / "dest" / "h1")) == ["good"]  # no destination for the others
     assert not (tmp_path / "escaped").exists() and not Path("/etc/tandem-hostile").exists()
     assert {pid.stem for pid in (s.state_dir / "workers").glob("*.pid")} <= {"good"}
@@ -738,7 +734,7 @@ def test_hostile_api_payloads_change_nothing(
         assert client.get("/workers/api1/history").json() == history  # nothing stored, nothing restarted
         assert client.get("/workers/api1").json()["pid"] == pid
     sh(api1, "echo still > /data/synced")
-    assert_no_loss(volume(fresh_docker, "apidata"), dest_of(tmp_path, "api1"))
+    assert_no_loss(fresh_docker.volume("apidata"), dest_of(tmp_path, "api1"))
     assert not (tmp_path / "etc").exists() and sorted(os.listdir(tmp_path / "dest" / "h1")) == ["api1"]
 
 

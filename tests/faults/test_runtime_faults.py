@@ -40,10 +40,6 @@ def dest(tmp_path: Path, container: str, mount: str = "data") -> Path:
     return tmp_path / "dest" / "h1" / container / mount
 
 
-def volume(daemon: DockerDaemon, name: str) -> Path:
-    return daemon.root / "volumes" / name / "_data"
-
-
 def serve_docker(tmp_path: Path, serve, daemon: DockerDaemon, extra: str = "", **kw) -> Serve:
     s = serve(config(tmp_path, extra), "--no-lxd", "--host", "h1", env={"DOCKER_HOST": daemon.host}, **kw)
     s.wait_runtime("docker")
@@ -99,7 +95,7 @@ def test_worker_sigkilled_in_the_middle_of_an_rsync_run(
     s = serve_docker(tmp_path, serve, fresh_docker, 'rsync_args = ["--bwlimit=4m"]\n')
     run(fresh_docker, "web")
     worker = s.wait_state("web", "running")
-    src = volume(fresh_docker, "webdata")
+    src = fresh_docker.volume("webdata")
     with Churn(src, seed=3) as churn:
         (src / "big").write_bytes(os.urandom(24 << 20))  # ~6 s at 4 MB/s
         wait_until(lambda: rsync_children(worker["pid"]), timeout=20, what="an rsync run")
@@ -124,7 +120,7 @@ def test_supervisor_sigkilled_while_workers_run(tmp_path: Path, serve, fresh_doc
     for name in names:
         run(fresh_docker, name)
         s.wait_state(name, "running")
-    sources = {name: volume(fresh_docker, f"{name}data") for name in names}
+    sources = {name: fresh_docker.volume(f"{name}data") for name in names}
     churns = [Churn(src, seed=i) for i, src in enumerate(sources.values())]
     for churn in churns:
         churn.__enter__()
@@ -153,7 +149,7 @@ def test_dockerd_restarted_while_files_change(tmp_path: Path, serve, fresh_docke
     s = serve_docker(tmp_path, serve, fresh_docker)
     run(fresh_docker, "web", restart_policy={"Name": "always"})
     first = s.wait_state("web", "running")
-    src = volume(fresh_docker, "webdata")
+    src = fresh_docker.volume("webdata")
     with Churn(src, seed=5) as churn:
         time.sleep(2)
         fresh_docker.restart()  # stops the container (its worker flushes), starts it again
@@ -203,14 +199,14 @@ def test_thirty_thousand_files_overflow_one_container_while_another_syncs(
     with sysctl("max_queued_events", 4096):
         run(fresh_docker, "storm")
         s.wait_state("storm", "running")
-    steady = volume(fresh_docker, "steadydata")
+    steady = fresh_docker.volume("steadydata")
     lags = []
     (steady / "churn").mkdir()
     with Churn(steady / "churn", seed=13) as churn:  # beside the markers, not over them
         # Made on the host side of the volume by touch in bulk, in a few seconds (the
         # busybox shell inside makes ~1000 files/s); inotify sees them like the
         # container's own writes.
-        storm_src = volume(fresh_docker, "stormdata")
+        storm_src = fresh_docker.volume("stormdata")
         script = "for d in 0 1 2; do mkdir $d && (cd $d && seq -f f%g 10000 | xargs touch); done"
         started = time.monotonic()
         took: float | None = None
@@ -249,7 +245,7 @@ def test_thirty_thousand_files_overflow_one_container_while_another_syncs(
 def test_container_stopped_during_its_initial_sync(tmp_path: Path, serve, fresh_docker: DockerDaemon) -> None:
     s = serve_docker(tmp_path, serve, fresh_docker, 'rsync_args = ["--bwlimit=8m"]\n')
     fresh_docker.client.volumes.create("webdata")
-    src = volume(fresh_docker, "webdata")
+    src = fresh_docker.volume("webdata")
     for d in range(4):
         (src / f"d{d}").mkdir()
         for f in range(200):

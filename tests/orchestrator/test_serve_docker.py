@@ -33,10 +33,6 @@ dest = "{tmp_path}/dest/{{host}}/{{container}}/{{mount}}"
     return s
 
 
-def volume(daemon: DockerDaemon, name: str) -> Path:
-    return daemon.root / "volumes" / name / "_data"
-
-
 def dest(tmp_path: Path, container: str, mount: str = "data") -> Path:
     return tmp_path / "dest" / "h1" / container / mount
 
@@ -58,7 +54,7 @@ def test_volume_synced_and_stop_flushes(tmp_path: Path, serve, fresh_docker: Doc
     web.stop(timeout=10)
     s.wait_state("web", "stopped")
     assert (dest(tmp_path, "web") / "greeting").read_text() == "hello\n"
-    assert tree(dest(tmp_path, "web")) == tree(volume(fresh_docker, "webdata"))
+    assert tree(dest(tmp_path, "web")) == tree(fresh_docker.volume("webdata"))
 
 
 def test_start_to_first_byte_and_destroy_keeps_data(
@@ -120,7 +116,7 @@ def test_killed_worker_restarts_and_converges(tmp_path: Path, serve, fresh_docke
     fresh_docker.exec(c, "sh -c 'echo while-down > /data/w'")
     wait_until(lambda: s.worker("cc").get("pid") not in (None, pid), 15, "a new worker")
     s.wait_state("cc", "running")
-    wait_until(lambda: tree(dest(tmp_path, "cc")) == tree(volume(fresh_docker, "cdata")), 10, "converged")
+    wait_until(lambda: tree(dest(tmp_path, "cc")) == tree(fresh_docker.volume("cdata")), 10, "converged")
     assert s.worker("cc")["restarts"] == 1
 
 
@@ -190,7 +186,7 @@ def test_api_steers_real_docker_containers(tmp_path: Path, serve, fresh_docker: 
     with httpx.Client(base_url=url, timeout=10) as client:
         wait_until(lambda: client.get("/workers/web").json().get("state") == "running", 20, "web running")
         worker = client.get("/workers/web").json()
-        assert worker["runtime"] == "docker" and worker["sources"] == [str(volume(fresh_docker, "webdata"))]
+        assert worker["runtime"] == "docker" and worker["sources"] == [str(fresh_docker.volume("webdata"))]
         assert client.get("/workers/plain").status_code == 404
         put = client.put("/containers/plain/policy", json={"enable": True, "delay": 0.2})
         assert put.status_code == 200, put.text
