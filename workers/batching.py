@@ -43,6 +43,17 @@ class Change:
     size: int = 0
 
 
+def as_plain(old: str | None, new: str | None, is_dir: bool) -> list[Change]:
+    """A rename as plain changes, not repeated at DEST: OLD deleted, NEW created (a
+    directory walked whole); an end that is None is not synced."""
+    changes = []
+    if old is not None:
+        changes.append(Change(Kind.DELETED, old, is_dir))
+    if new is not None:
+        changes.append(Change(Kind.DIR_CREATED if is_dir else Kind.CONTENT, new, is_dir))
+    return changes
+
+
 @dataclass(frozen=True)
 class Move:
     old: str

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.batching import Move
-from workers.snapshot import Entry, Tree, scan_local
+from workers.snapshot import Entry, Tree, lstat_long, scan_local, type_of
 from workers.spec import ExitCode, WorkerSpec
 from workers.splitbrain import (
     BACKUP_DIR,
@@ -36,6 +36,7 @@ from workers.splitbrain import (
     is_backup,
     latest_change,
     safety,
+    same,
 )
 from workers.transfer import Deadline, Verdict
 
@@ -206,11 +207,18 @@ def resolve(
     if decision.winner is Side.HERE and not there:
         return describe(decision)  # DEST is empty: the initial sync sends it all, nothing to back up
     backup = f"{spec.backup_dir or BACKUP_DIR}/{stamp(now)}"
+    expected = dict(here)  # SOURCE as it should be now, unless the container changed it
     for conflict in decision.conflicts:
         _rename_loser(handler, source, conflict.path, conflict.copy, conflict.winner, here, there, deadline)
+        if conflict.winner is Side.THERE:
+            expected.pop(conflict.path, None)  # our version is its copy now
     for listed, pull in ((decision.pull, True), (decision.push, False)):
         sender, receiver = (there, here) if pull else (here, there)
         paths = inside(listed, sender, receiver)
+        if pull:
+            paths, changed = unchanged(source, paths, expected, spec.modify_window)
+            if changed:
+                log.info("%d paths changed at SOURCE during the check: sent, not pulled", len(changed))
         # Deletions in a run of their own: rsync's generator (deleting, with backups)
         # and receiver (updating, with backups) race to make the backup folders.
         for run in ([p for p in paths if p not in sender], [p for p in paths if p in sender]):
@@ -225,6 +233,24 @@ def resolve(
     summary = describe(decision)
     log.warning("split-brain resolved: %s (what lost is under %s on its side)", summary, backup)
     return summary
+
+
+def unchanged(
+    source: str, paths: tuple[str, ...], expected: Tree, window: float
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """PATHS split into those SOURCE still holds as EXPECTED and those the
+    container changed since: a pull over those would undo a change newer than
+    the decision (they go to DEST with the sync that follows instead)."""
+    keep: list[str] = []
+    changed: list[str] = []
+    for path in paths:
+        try:
+            st = lstat_long(os.path.join(source, path))
+            now: Entry | None = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)
+        except (FileNotFoundError, NotADirectoryError):
+            now = None
+        (keep if same(now, expected.get(path), window) else changed).append(path)
+    return tuple(keep), tuple(changed)
 
 
 def inside(paths: tuple[str, ...], sender: Tree, receiver: Tree) -> tuple[str, ...]:

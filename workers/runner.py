@@ -31,7 +31,7 @@ from workers import reconcile
 from workers import rules as rules_mod
 from workers.ancestor import Ancestor
 from workers.ancestor import load as load_ancestor
-from workers.batching import Batch, Batcher, Change, Kind
+from workers.batching import Batch, Batcher, Change, Kind, as_plain
 from workers.links import HardLinks
 from workers.proc import SpawnError, run
 from workers.resolver import mirror_list, unlike
@@ -45,7 +45,7 @@ from workers.watcher import Watcher
 log = logging.getLogger("tandem.worker")
 
 POLL = 0.25  # longest sleep of the loop: standby file, parent, source root checks
-SETTLE = 0.3  # after a split-brain resolution, before its own events are dropped
+SETTLE = 0.3  # after a split-brain resolution, before its own renames are defused
 MAX_BACKOFF = 30.0
 FLUSH_ROUNDS = 3  # runs the stop's flush may take: a full one, its pending paths, one more try
 DEGRADED_RESCAN = 30.0  # periodic rescan when inotify cannot cover the tree
@@ -166,10 +166,10 @@ class Worker:
                 continue
             except reconcile.Unresolved as err:
                 raise Halt(err.code, str(err)) from None
-            # Our own renames and pulls are in the inbox as events: replaying them
-            # (a rename repeated at DEST) would undo the decision. The full sync
-            # that follows scans both sides anyway, so what changed meanwhile is sent.
-            self._drop_changes()
+            # Our own renames and pulls are in the inbox as events, beside the
+            # container's changes made during the check: a rename repeated at DEST
+            # would undo the decision, so renames go as plain changes of both ends.
+            self._defuse_moves()
             log.info(
                 "split-brain check (%s, ancestor %s): %s",
                 self.spec.split_brain,
@@ -178,18 +178,20 @@ class Worker:
             )
             return
 
-    def _drop_changes(self) -> None:
+    def _defuse_moves(self) -> None:
         time.sleep(SETTLE)  # let the watcher deliver the events of what was just done
-        kept = []
+        items = []
         while True:
             try:
-                item = self.inbox.get_nowait()
+                items.append(self.inbox.get_nowait())
             except queue.Empty:
                 break
-            if not isinstance(item, Change):
-                kept.append(item)  # signals and degraded notices stay
-        for item in kept:
-            self.inbox.put(item)
+        for item in items:
+            if isinstance(item, Change) and item.kind is Kind.MOVED:
+                for change in as_plain(item.path, item.dest_path, item.is_dir):
+                    self.inbox.put(change)
+            else:
+                self.inbox.put(item)
 
     def _save_ancestor(self, *, force: bool = False) -> None:
         if self.ancestor is not None:

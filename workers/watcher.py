@@ -38,7 +38,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
 
-from workers.batching import Change, Kind
+from workers.batching import Change, Kind, as_plain
 from workers.rules import Rules
 
 log = logging.getLogger(__name__)
@@ -82,16 +82,10 @@ def translate(event: FileSystemEvent, root: str, rules: Rules, size: int = 0) ->
         new = relative(root, os.fsdecode(event.dest_path))
         old_in = rules.allows(path, is_dir, events=True)
         new_in = new is not None and rules.allows(new, is_dir, events=True)
-        changes = []
         if old_in and new_in:
             assert new is not None
             return [Change(Kind.MOVED, path, is_dir, dest_path=new)]
-        if old_in:
-            changes.append(Change(Kind.DELETED, path, is_dir))
-        if new_in:
-            assert new is not None
-            changes.append(Change(Kind.DIR_CREATED if is_dir else Kind.CONTENT, new, is_dir))
-        return changes
+        return as_plain(path if old_in else None, new if new_in else None, is_dir)
     if not rules.allows(path, is_dir, events=True):
         return []
     if isinstance(event, (FileDeletedEvent, DirDeletedEvent)):

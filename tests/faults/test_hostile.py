@@ -525,6 +525,12 @@ def test_write_through_one_hard_link_reaches_the_others(
         with open(src / "solo", "a") as f:
             f.write("more\n")
         assert_no_loss(src, dst, timeout=5)
+        # A write through one name, then that name's folder deleted within the
+        # batch window: the other names still carry the write (found by the soak).
+        with open(src / "sub" / "h3", "a") as f:
+            f.write("three\n")
+        shutil.rmtree(src / "sub")
+        assert_no_loss(src, dst, timeout=5)
     finally:
         worker.stop()
 

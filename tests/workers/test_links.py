@@ -58,7 +58,31 @@ def test_a_name_replaced_by_another_file_moves_to_it(tmp_path: Path) -> None:
     os.link(tmp_path / "new", tmp_path / "other")
     os.replace(tmp_path / "new", tmp_path / "b")  # b is now new's inode, linked with "other"
     extra, unknown = links.others(str(tmp_path), {"b"})
-    assert extra == set() and unknown  # its new partner was never scanned
+    assert extra == {"a"}  # a write through b before the replace shows under a
+    assert unknown  # b's new partner was never scanned
+    assert links.others(str(tmp_path), {"b"}) == (set(), True)  # b is now known as new's
+
+
+def test_a_name_written_through_then_deleted_still_sends_the_others(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("1")
+    (tmp_path / "d").mkdir()
+    os.link(tmp_path / "a", tmp_path / "d" / "b")
+    links = scanned(tmp_path)
+    with open(tmp_path / "d" / "b", "a") as handle:
+        handle.write("written through b")
+    (tmp_path / "d" / "b").unlink()
+    (tmp_path / "d").rmdir()
+    # the folder's deletion dropped the pending write below it: "d" stands for "d/b"
+    assert links.others(str(tmp_path), {"d"}) == ({"a"}, False)
+    assert links.others(str(tmp_path), {"d/b"}) == (set(), False)  # forgotten once gone
+
+
+def test_a_name_written_through_then_deleted_alone(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("1")
+    os.link(tmp_path / "a", tmp_path / "b")
+    links = scanned(tmp_path)
+    (tmp_path / "b").unlink()
+    assert links.others(str(tmp_path), {"b"}) == ({"a"}, False)
 
 
 def test_a_renamed_name_is_followed(tmp_path: Path) -> None:

@@ -50,6 +50,24 @@ def test_same_second_same_size_edit_is_delivered(dirs, start_worker) -> None:
     assert worker.stop() == 0
 
 
+def test_symlinks_and_directories_keep_their_mtimes_to_the_nanosecond(dirs, start_worker) -> None:
+    """Made and sent within one second: rsync's whole-second compare once left
+    them with DEST's own creation time, newer than SOURCE's (the next start's
+    split-brain check then took DEST's symlinks for changes made there)."""
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "0.05")
+    worker.wait_running()
+    wait_until(lambda: time.time() % 1 < 0.3, 2, "the start of a second")
+    (src / "d").mkdir()
+    (src / "d" / "link").symlink_to("nowhere")
+    (src / "link").symlink_to("d")
+    made = [src / "d", src / "d" / "link", src / "link"]
+    wait_until(lambda: all(os.path.lexists(dst / p.relative_to(src)) for p in made), 5, "the links at DEST")
+    worker.stop()
+    there = [os.lstat(dst / p.relative_to(src)).st_mtime_ns for p in made]
+    assert there == [p.lstat().st_mtime_ns for p in made]
+
+
 def test_rename_of_non_empty_directory_moves_in_place(dirs, start_worker) -> None:
     src, dst = dirs
     (src / "old" / "deep").mkdir(parents=True)

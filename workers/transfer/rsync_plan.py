@@ -7,9 +7,12 @@ works. A listed path missing at SOURCE is deleted at DEST
 planner only lists when nothing excluded lives in them). Incremental runs add
 ``--ignore-times``: the worker knows these paths changed, so rsync's
 size+mtime quick check (which misses a same-second, same-size edit) is skipped.
-Full runs keep the quick check but compare mtimes to the nanosecond
-(``--modify-window=-1``; rsync's default compares whole seconds), unless the
-pair's modify window says the filesystems are coarser.
+Full runs keep the quick check. Every run compares mtimes to the nanosecond
+(``--modify-window=-1``) unless the pair's modify window says the filesystems
+are coarser: rsync's default compares whole seconds, which also decides whether
+it sets the time of a symlink or directory it has just made, so one made in the
+same second as at SOURCE kept DEST's own creation time (and every start's
+split-brain check then saw a newer symlink at DEST).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from workers.transfer import Verdict
 
 # rsync(1) EXIT VALUES. 24 (source files vanished) is fine: their deletion events follow.
 _OK = frozenset({0, 24})
+# ... but 2 with this is a race, not a bad option: a listed directory vanished (was
+# renamed) while the sender walked, a listed path below it did not, and the
+# receiver (3.4+) refuses a file whose parent is not in the list. Tried again.
+_RACE = b"ABORTING due to invalid path from sender"
 _PARTIAL = frozenset({23})
 _FATAL = frozenset({1, 2, 4, 25, 126, 127})
 
@@ -56,9 +63,7 @@ def build_argv(
         argv.append("-r")  # listed directories go whole (no rule can exclude anything)
     if not full:
         argv.append("--ignore-times")
-    else:
-        window = -1 if modify_window < 1 else round(modify_window)
-        argv.append(f"--modify-window={window}")
+    argv.append(f"--modify-window={-1 if modify_window < 1 else round(modify_window)}")
     if io_timeout:
         argv.append(f"--timeout={io_timeout}")  # rsync keeps alive while busy; a stall exits 30
     if rsh:
@@ -100,6 +105,8 @@ def classify(
     the listed directories were sent as whole trees)."""
     if returncode in _OK or returncode in ignore:
         return Classified(Verdict.OK)
+    if returncode == 2 and _RACE in stderr:
+        return Classified(Verdict.RETRY)
     if returncode in _FATAL:
         return Classified(Verdict.FATAL)
     if returncode in _PARTIAL:
