@@ -4,7 +4,8 @@ The worker keeps it in memory (rebuilt from the scan of a full sync, updated
 path by path after every incremental one) and writes it to its snapshot file
 in the state directory (atomically: a crash leaves the old file or the new
 one) after the initial sync, at most every ``SAVE_EVERY`` seconds while it
-changes, and at stop. Split-brain classification reads it at the next start.
+changes, and at stop. Split-brain classification reads it at the next start,
+and the next full sync its ``synced_until``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from workers.snapshot import Entry, Tree, type_of
 from workers.splitbrain import is_backup
@@ -25,9 +28,7 @@ VERSION = 1
 SAVE_EVERY = 30.0
 
 
-def load(path: str | None, pair: tuple[str, str]) -> Tree | None:
-    """The saved ancestor of PAIR (SOURCE, DEST), or None (no file, unreadable,
-    another version, or saved for another pair: a new DEST has no ancestor)."""
+def _read(path: str | None, pair: tuple[str, str]) -> dict[str, Any] | None:
     if not path:
         return None
     try:
@@ -40,15 +41,34 @@ def load(path: str | None, pair: tuple[str, str]) -> Tree | None:
         return None
     if not isinstance(data, dict) or data.get("version") != VERSION or data.get("pair") != list(pair):
         return None
+    return data
+
+
+def load(path: str | None, pair: tuple[str, str]) -> Tree | None:
+    """The saved ancestor of PAIR (SOURCE, DEST), or None (no file, unreadable,
+    another version, or saved for another pair: a new DEST has no ancestor)."""
+    data = _read(path, pair)
+    if data is None:
+        return None
     return {p: Entry(t, int(s), float(m)) for p, (t, s, m) in data["entries"].items()}
 
 
-def save(path: str, tree: Tree, pair: tuple[str, str]) -> None:
+def load_synced_until(path: str | None, pair: tuple[str, str]) -> float | None:
+    """The saved ``Ancestor.synced_until`` of PAIR, or None."""
+    data = _read(path, pair)
+    value = data.get("synced_until") if data is not None else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def save(path: str, tree: Tree, pair: tuple[str, str], synced_until: float | None = None) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     data = {
         "version": VERSION,
         "pair": list(pair),
         "saved": time.time(),
+        "synced_until": synced_until,
         "entries": {p: [e.type, e.size, e.mtime] for p, e in tree.items()},
     }
     temp = f"{path}.tmp"
@@ -65,6 +85,11 @@ class Ancestor:
         self.root = root
         self.pair = pair
         self.tree: dict[str, Entry] = {}
+        # Wall time before which every change to SOURCE has reached DEST (None:
+        # not known). What changed after it while nobody watched (ctime >= it) is
+        # sent as changed by the next full sync: its size+mtime compare cannot see
+        # an edit that kept both, and inotify saw nothing then.
+        self.synced_until: float | None = load_synced_until(path, pair)
         self.dirty = False
         self._next_save = 0.0
 
@@ -90,6 +115,11 @@ class Ancestor:
             self.tree[path] = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)
         self.dirty = True
 
+    def synced(self, until: float) -> None:
+        if until != self.synced_until:
+            self.synced_until = until
+            self.dirty = True
+
     def forget(self, paths: Iterable[str]) -> None:
         """PATHS (and what is below them) are not known to be on both sides."""
         for path in paths:
@@ -102,7 +132,7 @@ class Ancestor:
         if not self.path or not self.dirty or (not force and now < self._next_save):
             return
         try:
-            save(self.path, self.tree, self.pair)
+            save(self.path, self.tree, self.pair, self.synced_until)
         except OSError as err:
             log.warning("cannot write snapshot %s: %s", self.path, err)
             return

@@ -37,7 +37,7 @@ from workers.proc import SpawnError, run
 from workers.resolver import mirror_list, unlike
 from workers.snapshot import Entry, ScanError, Tree, scan_local, under_real_dirs
 from workers.spec import ExitCode, Status, WorkerSpec
-from workers.splitbrain import is_backup
+from workers.splitbrain import is_backup, same
 from workers.status import PidFileBusy, Reporter, claim_pid_file
 from workers.transfer import ConfigError, Handler, Job, Outcome, Verdict, make_handler
 from workers.watcher import Watcher
@@ -47,6 +47,7 @@ log = logging.getLogger("tandem.worker")
 POLL = 0.25  # longest sleep of the loop: standby file, parent, source root checks
 SETTLE = 0.3  # after a split-brain resolution, before its own renames are defused
 MAX_BACKOFF = 30.0
+EVENT_LAG = 5.0  # s: an event may reach the batcher this long after its change (watchdog pairs renames)
 FLUSH_ROUNDS = 3  # runs the stop's flush may take: a full one, its pending paths, one more try
 DEGRADED_RESCAN = 30.0  # periodic rescan when inotify cannot cover the tree
 HOOK_TIMEOUT = 30.0
@@ -87,6 +88,7 @@ class Worker:
         self.pair = (self.source, spec.dest)
         self.ancestor = Ancestor(spec.snapshot_file, self.source, self.pair) if spec.snapshot_file else None
         self._scanned: Tree = {}  # SOURCE as the last full sync's scan saw it
+        self._unwatched: set[str] = set()  # ... and what it found changed since synced_until
         self.links = HardLinks()  # names of multiply linked files, to send together
 
     # -- entry -------------------------------------------------------------
@@ -132,6 +134,7 @@ class Worker:
         self._save_ancestor(force=True)
         self._next_rescan = time.monotonic() + self.rescan_every
         if self.spec.only_initial_sync:
+            self._flush()  # what the initial sync handed back to be sent as changed
             return ExitCode.OK
         self._phase(Status.RUNNING)
         self._loop()
@@ -408,10 +411,16 @@ class Worker:
         end = time.monotonic()
         self.batcher.ran(end)
         self.batcher.settled(None if batch.full else [p for p in paths or () if p not in failed])
-        if batch.full and batch.paths:
-            # What was pending when the full sync was asked for (an overflow, a rescan):
-            # its compare may miss an edit that kept size and mtime, so they go again as changed.
-            self.batcher.requeue(Batch(paths=batch.paths, oldest=batch.oldest), end)
+        if batch.full and (batch.paths or self._unwatched):
+            # What was pending when the full sync was asked for (an overflow, a rescan),
+            # and what changed since the last moment all was sent while no event could
+            # tell (stopped, overflowed: ctime says so): its compare may miss an edit
+            # that kept size and mtime, so they go again as changed.
+            if self._unwatched:
+                log.info("%d paths changed while not watched: sent as changed", len(self._unwatched))
+            again = (*batch.paths, *sorted(self._unwatched.difference(batch.paths)))
+            self.batcher.requeue(Batch(paths=again, oldest=batch.oldest), end)
+            self._unwatched = set()
         if failed:
             self._park(failed, batch.oldest, end)
         if self.ancestor is not None:
@@ -421,6 +430,10 @@ class Worker:
                 moved = [p for m in batch.moves for p in (m.old, m.new)]
                 self.ancestor.update([*(p for p in paths or () if p not in failed), *moved], since=start_wall)
             self.ancestor.forget(failed)
+            if not self.batcher.pending and self.inbox.empty() and not self.reporter.degraded:
+                # All seen is sent: what changes from here on has a later ctime
+                # (less a margin for events still on their way from the kernel).
+                self.ancestor.synced(start_wall - EVENT_LAG)
             self._save_ancestor()
         counters.syncs += 1
         counters.files += covered - len(failed)
@@ -470,16 +483,27 @@ class Worker:
         rules = None if ignore_rules else self.rules
         if batch.full:
             found: dict[tuple[int, int], list[str]] = {}
+            since = self.ancestor.synced_until if self.ancestor is not None else None
+            recent: set[str] = set()
             with self._progress("scanning") as advance:
-                scanned = scan_local(self.source, rules, on_entry=self._ticking(advance), links=found)
+                scanned = scan_local(
+                    self.source,
+                    rules,
+                    on_entry=self._ticking(advance),
+                    links=found,
+                    changed=None if since is None else (since, recent),
+                )
             self.links.rebuild(found)
             source = {p: e for p, e in scanned.items() if not is_backup(p)}
             self._scanned = source
+            self._unwatched = {p for p in recent if p in source and self.rules.allows(p, source[p].is_dir)}
             dest = self.handler.scan_dest(self._deadline)
             if dest is None:
                 return sorted(source), False, len(source)
             dest = {p: e for p, e in dest.items() if not is_backup(p)}
             plan = mirror_list(source, dest, self.rules.allows)
+            window = self.spec.modify_window  # what differs in size or mtime goes whole anyway
+            self._unwatched = {p for p in self._unwatched if same(source[p], dest.get(p), window)}
             if self.handler.recursive and (rules is None or rules.empty):
                 # Nothing can be excluded: the root (recursively) plus the deletions says the same.
                 return ["", *(p for p in plan if p not in source)], True, len(plan)
@@ -600,6 +624,11 @@ class Worker:
         self._drain()
         if self.reporter.degraded:  # changes where no watch is are found by a scan only
             self.batcher.request_full(time.monotonic())
+        self._flush()
+        return ExitCode.OK
+
+    def _flush(self) -> None:
+        """Run everything pending now; SYNC_FAILED if something stays undelivered."""
         for _ in range(FLUSH_ROUNDS):  # a full batch hands its pending paths back for a run of their own
             batch = self.batcher.take(time.monotonic(), flush=True)
             if batch is None:
@@ -610,7 +639,6 @@ class Worker:
                 ExitCode.SYNC_FAILED,
                 f"stopped with {self.batcher.pending} paths undelivered ({_some(self.batcher.parked)})",
             )
-        return ExitCode.OK
 
     def _drain(self) -> None:
         """Take in every change still on its way (kernel queue, watchdog's 0.5 s

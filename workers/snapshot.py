@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import os
 import re
 import shlex
@@ -117,12 +118,15 @@ def scan_local(
     opendir: Lister = open_dir,
     on_entry: Callable[[int], object] | None = None,
     links: dict[tuple[int, int], list[str]] | None = None,
+    changed: tuple[float, set[str]] | None = None,
 ) -> Tree:
     """Walk ROOT/BELOW; with RULES, excluded entries are left out and excluded
     directories are not entered. Paths are relative to ROOT. Symlinks are never
     followed; what vanishes mid-walk is skipped. LINKS, if given, collects the
-    names of every regular file with more than one hard link, by (dev, inode)."""
+    names of every regular file with more than one hard link, by (dev, inode);
+    CHANGED, (SINCE, a set), the paths whose ctime is SINCE or later."""
     tree: Tree = {}
+    since, recent = changed if changed is not None else (math.inf, set())
     stack = [below]
     kinds = _KINDS
     make = Entry._make
@@ -145,6 +149,8 @@ def scan_local(
                             stack.append(rel)  # the entry is not synced, its content may be
                         continue
                     tree[rel] = make((kind, st.st_size, st.st_mtime))
+                    if st.st_ctime >= since:
+                        recent.add(rel)
                     if kind == "d":
                         stack.append(rel)
                     elif links is not None and kind == "f" and st.st_nlink > 1:

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from workers.ancestor import Ancestor, load, save
+from workers.ancestor import Ancestor, load, load_synced_until, save
 from workers.snapshot import Entry, scan_local
 
 PAIR = ("/src", "peer:/dst")
@@ -57,3 +57,30 @@ def test_updates_follow_what_was_synced(tmp_path: Path) -> None:
     assert ancestor.dirty
     ancestor.maybe_save(1.0, force=True)
     assert not ancestor.dirty
+
+
+def test_synced_until_round_trip_and_bad_values(tmp_path: Path) -> None:
+    path = str(tmp_path / "snap.json.gz")
+    assert Ancestor(path, "/src", PAIR).synced_until is None  # no file: not known
+    ancestor = Ancestor(path, "/src", PAIR)
+    ancestor.synced(1234.5)
+    ancestor.maybe_save(0.0)
+    assert Ancestor(path, "/src", PAIR).synced_until == 1234.5
+    assert load_synced_until(path, ("/src", "peer:/elsewhere")) is None
+    for bad in ("1e999", '"soon"', "null", "true"):
+        with gzip.open(path, "wt") as f:
+            pair = '["/src", "peer:/dst"]'
+            f.write(f'{{"version": 1, "pair": {pair}, "synced_until": {bad}, "entries": {{}}}}')
+        assert load_synced_until(path, PAIR) is None, bad
+
+
+def test_a_scan_names_what_changed_since(tmp_path: Path) -> None:
+    (tmp_path / "old").write_text("1")
+    (tmp_path / "d").mkdir()
+    since = os.stat(tmp_path / "old").st_ctime + 0.05
+    time.sleep(0.1)
+    (tmp_path / "d" / "new").write_text("2")
+    recent: set[str] = set()
+    tree = scan_local(str(tmp_path), changed=(since, recent))
+    assert set(tree) == {"old", "d", "d/new"}
+    assert recent == {"d", "d/new"}  # d: an entry was added

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tree, wait_until
+from workers.runner import EVENT_LAG
 
 pytestmark = pytest.mark.real
 
@@ -197,6 +198,35 @@ def test_same_second_same_size_edit_while_stopped_reaches_dest(dirs, start_worke
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns + 1000))  # same second, same size
     assert start_worker(src, dst, "--only-initial-sync").wait() == 0
     assert (dst / "f").read_text() == "bbbb"
+
+
+@pytest.mark.parametrize("mode", ["--only-initial-sync", "running"])
+def test_an_edit_keeping_size_and_mtime_while_stopped_reaches_dest(
+    dirs, start_worker, tmp_path, mode
+) -> None:  # noqa: E501
+    """Made while no worker watched, with mtime put back to the nanosecond: no
+    compare of size and mtime can see it, the ctime after the last sync does."""
+    src, dst = dirs
+    snapshot = str(tmp_path / "state" / "snap.json.gz")
+    (src / "d").mkdir()
+    for name in ("f", "d/g", "untouched"):
+        (src / name).write_text("aaaa")
+    time.sleep(EVENT_LAG + 0.5)  # older than the last sync's margin: not sent again below
+    assert start_worker(src, dst, "--only-initial-sync", "--snapshot-file", snapshot).wait() == 0
+    for name in ("f", "d/g"):
+        before = (src / name).stat()
+        (src / name).write_text("bbbb")
+        os.utime(src / name, ns=(before.st_atime_ns, before.st_mtime_ns))
+    untouched = (dst / "untouched").stat().st_ino
+    if mode == "running":
+        worker = start_worker(src, dst, "--delay", "0.1", "--snapshot-file", snapshot)
+        worker.wait_running()
+        wait_until(lambda: (dst / "f").read_text() == (dst / "d" / "g").read_text() == "bbbb", 5, "the edits")
+        assert worker.stop() == 0
+    else:
+        assert start_worker(src, dst, "--only-initial-sync", "--snapshot-file", snapshot).wait() == 0
+        assert (dst / "f").read_text() == (dst / "d" / "g").read_text() == "bbbb"
+    assert (dst / "untouched").stat().st_ino == untouched  # what did not change is not sent again
 
 
 @pytest.mark.parametrize("flag", ["--skip-initial-sync", "--only-initial-sync"])
