@@ -249,7 +249,7 @@ def sync(
     modify_window: Annotated[
         float,
         typer.Option(
-            help="Mtimes this close (s) count as equal (split-brain, and full syncs: "
+            help="Mtimes this close (s) count as equal (split-brain, and rsync runs: "
             "below 1, rsync compares to the nanosecond).",
             rich_help_panel=_S,
         ),
