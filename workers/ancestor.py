@@ -54,9 +54,18 @@ def load(path: str | None, pair: tuple[str, str]) -> Tree | None:
 
 
 def load_synced_until(path: str | None, pair: tuple[str, str]) -> float | None:
-    """The saved ``Ancestor.synced_until`` of PAIR, or None."""
+    """The saved ``Ancestor.synced_until`` of PAIR, or None. When the clock now
+    reads earlier than at the save, it was set back: the value moves back as far."""
     data = _read(path, pair)
-    value = data.get("synced_until") if data is not None else None
+    if data is None:
+        return None
+    value, saved = _number(data.get("synced_until")), _number(data.get("saved"))
+    if value is None:
+        return None
+    return value - max(0.0, saved - time.time()) if saved is not None else value
+
+
+def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)

@@ -212,16 +212,21 @@ def resolve(
         _rename_loser(handler, source, conflict.path, conflict.copy, conflict.winner, here, there, deadline)
         if conflict.winner is Side.THERE:
             expected.pop(conflict.path, None)  # our version is its copy now
+    changed: dict[str, Entry | None] = {}  # what the container changed during the check: path -> now
     for listed, pull in ((decision.pull, True), (decision.push, False)):
         sender, receiver = (there, here) if pull else (here, there)
         paths = inside(listed, sender, receiver)
         if pull:
-            paths, changed = unchanged(source, paths, expected, spec.modify_window)
-            if changed:
-                log.info("%d paths changed at SOURCE during the check: sent, not pulled", len(changed))
+            paths, changed = unchanged(source, paths, expected, there, rules, spec.modify_window)
+        elif changed:
+            # Newer than the decision: sent now, with DEST's version kept in its backup
+            # folder like any loser's (the sync that follows would overwrite it unkept).
+            log.info("%d paths changed at SOURCE during the check: sent, not pulled", len(changed))
+            paths = (*paths, *inside(tuple(p for p in changed if p not in set(paths)), here, there))
+        absent = {p for p in paths if (changed[p] is None if p in changed else p not in sender)}
         # Deletions in a run of their own: rsync's generator (deleting, with backups)
         # and receiver (updating, with backups) race to make the backup folders.
-        for run in ([p for p in paths if p not in sender], [p for p in paths if p in sender]):
+        for run in ([p for p in paths if p in absent], [p for p in paths if p not in absent]):
             if not run:
                 continue
             outcome = handler.transfer(source, tuple(run), pull=pull, backup_dir=backup, deadline=deadline)
@@ -236,21 +241,29 @@ def resolve(
 
 
 def unchanged(
-    source: str, paths: tuple[str, ...], expected: Tree, window: float
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """PATHS split into those SOURCE still holds as EXPECTED and those the
-    container changed since: a pull over those would undo a change newer than
-    the decision (they go to DEST with the sync that follows instead)."""
+    source: str, paths: tuple[str, ...], expected: Tree, there: Tree, rules: Any, window: float
+) -> tuple[tuple[str, ...], dict[str, Entry | None]]:
+    """PATHS to pull split into those SOURCE still holds as EXPECTED and those the
+    container changed since (with what SOURCE holds now): a pull over those would
+    undo a change newer than the decision. A directory the pull deletes (absent
+    from THERE) counts as changed when anything below it is new or changed."""
     keep: list[str] = []
-    changed: list[str] = []
+    changed: dict[str, Entry | None] = {}
     for path in paths:
         try:
             st = lstat_long(os.path.join(source, path))
             now: Entry | None = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)
         except (FileNotFoundError, NotADirectoryError):
             now = None
-        (keep if same(now, expected.get(path), window) else changed).append(path)
-    return tuple(keep), tuple(changed)
+        kept = same(now, expected.get(path), window)
+        if kept and now is not None and now.is_dir and path not in there:
+            below = without_backups(scan_local(source, rules, below=path), rules.allows)
+            kept = all(same(entry, expected.get(p), window) for p, entry in below.items())
+        if kept:
+            keep.append(path)
+        else:
+            changed[path] = now
+    return tuple(keep), changed
 
 
 def inside(paths: tuple[str, ...], sender: Tree, receiver: Tree) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ from workers.watcher import Watcher
 log = logging.getLogger("tandem.worker")
 
 POLL = 0.25  # longest sleep of the loop: standby file, parent, source root checks
-SETTLE = 0.3  # after a split-brain resolution, before its own renames are defused
+SETTLE_MAX = 10.0  # s: the longest wait for the events of a split-brain resolution
 MAX_BACKOFF = 30.0
 EVENT_LAG = 5.0  # s: an event may reach the batcher this long after its change (watchdog pairs renames)
 FLUSH_ROUNDS = 3  # runs the stop's flush may take: a full one, its pending paths, one more try
@@ -89,6 +89,8 @@ class Worker:
         self.ancestor = Ancestor(spec.snapshot_file, self.source, self.pair) if spec.snapshot_file else None
         self._scanned: Tree = {}  # SOURCE as the last full sync's scan saw it
         self._unwatched: set[str] = set()  # ... and what it found changed since synced_until
+        self._full_start: float | None = None  # wall time the last full sync in this process began
+        self._watch_since: float | None = None  # wall time the watcher began
         self.links = HardLinks()  # names of multiply linked files, to send together
 
     # -- entry -------------------------------------------------------------
@@ -182,19 +184,20 @@ class Worker:
             return
 
     def _defuse_moves(self) -> None:
-        time.sleep(SETTLE)  # let the watcher deliver the events of what was just done
-        items = []
-        while True:
+        """Take in the events of what was just done (until the inbox stays quiet
+        for DRAIN_QUIET, at most SETTLE_MAX), renames as plain changes."""
+        quiet_since = start = time.monotonic()
+        while (now := time.monotonic()) - quiet_since < DRAIN_QUIET and now - start < SETTLE_MAX:
             try:
-                items.append(self.inbox.get_nowait())
+                item = self.inbox.get(timeout=0.05)
             except queue.Empty:
-                break
-        for item in items:
+                continue
+            quiet_since = time.monotonic()
             if isinstance(item, Change) and item.kind is Kind.MOVED:
                 for change in as_plain(item.path, item.dest_path, item.is_dir):
-                    self.inbox.put(change)
+                    self._apply(change)
             else:
-                self.inbox.put(item)
+                self._apply(item)
 
     def _save_ancestor(self, *, force: bool = False) -> None:
         if self.ancestor is not None:
@@ -251,9 +254,11 @@ class Worker:
             on_degraded=lambda why: self.inbox.put(("degraded", why)),
             sizes=self.spec.bigfile_threshold > 0,
         )
+        self._watch_since = time.time()
         try:
             watcher.start()
         except OSError as err:
+            self._watch_since = None
             self._degrade(f"cannot watch {self.source}: {err}")
             return
         self.watcher = watcher
@@ -430,10 +435,9 @@ class Worker:
                 moved = [p for m in batch.moves for p in (m.old, m.new)]
                 self.ancestor.update([*(p for p in paths or () if p not in failed), *moved], since=start_wall)
             self.ancestor.forget(failed)
-            if not self.batcher.pending and self.inbox.empty() and not self.reporter.degraded:
-                # All seen is sent: what changes from here on has a later ctime
-                # (less a margin for events still on their way from the kernel).
-                self.ancestor.synced(start_wall - EVENT_LAG)
+            if batch.full:
+                self._full_start = start_wall
+            self._advance_synced(start_wall)
             self._save_ancestor()
         counters.syncs += 1
         counters.files += covered - len(failed)
@@ -451,6 +455,25 @@ class Worker:
         self.batcher.park(
             failed, since, now, retry_delay=self.spec.retry_delay, max_delay=MAX_BACKOFF, walk=walk
         )
+
+    def _advance_synced(self, start_wall: float) -> None:
+        """Move the ancestor's ``synced_until`` after a run that started at wall time
+        START_WALL: every change older than it, and than whatever is still pending,
+        has reached DEST, if events were there to tell of every change since the
+        last full sync (else the full sync's start is the limit); less EVENT_LAG
+        for events still on their way. Never before a full sync in this process:
+        what changed while the worker was not running is only known by one."""
+        if self.ancestor is None or self._full_start is None:
+            return
+        self._pump(0)  # changes already reported are not sent yet
+        until = start_wall
+        oldest = self.batcher.oldest()
+        if oldest is not None:
+            until = min(until, time.time() - (time.monotonic() - oldest))
+        watched = self._watch_since is not None and self._watch_since <= self._full_start
+        if not watched or self.reporter.degraded:
+            until = min(until, self._full_start)
+        self.ancestor.synced(until - EVENT_LAG)
 
     def _give_up(self, batch: Batch, paths: list[str] | None, outcome: Outcome) -> None:
         now = time.monotonic()
@@ -551,7 +574,7 @@ class Worker:
             paths.update(unlike(check, theirs, self.spec.modify_window, self.rules.allows))
         else:
             paths.update(check)  # DEST cannot be listed: send the renamed trees whole
-        linked, unknown = self.links.others(self.source, paths)
+        linked, unknown = self.links.others(self.source, paths, fresh=walk)
         paths.update(p for p in linked if self.rules.allows(p, False))
         if unknown:  # a link whose other names no scan has seen: the next batch compares all
             self.batcher.request_full(time.monotonic())

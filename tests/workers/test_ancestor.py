@@ -84,3 +84,13 @@ def test_a_scan_names_what_changed_since(tmp_path: Path) -> None:
     tree = scan_local(str(tmp_path), changed=(since, recent))
     assert set(tree) == {"old", "d", "d/new"}
     assert recent == {"d", "d/new"}  # d: an entry was added
+
+
+def test_a_clock_set_back_moves_synced_until_back_as_far(tmp_path: Path) -> None:
+    path = str(tmp_path / "snap.json.gz")
+    ahead = time.time() + 3600  # saved while the clock read an hour later than now
+    with gzip.open(path, "wt") as f:
+        pair = '["/src", "peer:/dst"]'
+        f.write(f'{{"version": 1, "pair": {pair}, "saved": {ahead}, "synced_until": {ahead - 10}}}')
+    value = load_synced_until(path, PAIR)
+    assert value is not None and value <= time.time() - 10

@@ -4,6 +4,7 @@ no full scan has seen asks for one; names outside SOURCE do not."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from workers.links import HardLinks
@@ -93,3 +94,34 @@ def test_a_renamed_name_is_followed(tmp_path: Path) -> None:
     (tmp_path / "d").rename(tmp_path / "e")
     links.moved("d", "e")
     assert links.others(str(tmp_path), {"b"}) == ({"e/a"}, False)
+
+
+def test_a_folder_deleted_and_made_again_still_sends_the_others(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("1")
+    (tmp_path / "d").mkdir()
+    os.link(tmp_path / "a", tmp_path / "d" / "b")
+    links = scanned(tmp_path)
+    with open(tmp_path / "d" / "b", "a") as handle:
+        handle.write("written through b")
+    (tmp_path / "d" / "b").unlink()
+    (tmp_path / "d").rmdir()
+    (tmp_path / "d").mkdir()  # one batch: "d" listed and walked, "d/b" dropped by the deletion
+    assert links.others(str(tmp_path), {"d"}) == (set(), False)  # not made anew: not looked below
+    assert links.others(str(tmp_path), {"d"}, fresh={"d"}) == ({"a"}, False)
+    assert len(links) == 1 and links.others(str(tmp_path), {"a"}) == (set(), False)
+
+
+def test_a_folder_of_many_names_is_followed_through_a_rename(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("1")
+    (tmp_path / "links").mkdir()
+    for i in range(200):
+        os.link(tmp_path / "a", tmp_path / "links" / str(i))
+    links = scanned(tmp_path)
+    assert links.others(str(tmp_path), {"gone"}) == (set(), False)  # nothing known below it
+    (tmp_path / "links").rename(tmp_path / "moved")
+    links.moved("links", "moved")
+    extra, unknown = links.others(str(tmp_path), {"a"})
+    assert extra == {f"moved/{i}" for i in range(200)} and not unknown
+    shutil.rmtree(tmp_path / "moved")
+    assert links.others(str(tmp_path), {"moved"}) == ({"a"}, False)  # the partner left behind
+    assert links.others(str(tmp_path), {"a"}) == (set(), False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 import signal
@@ -203,7 +205,7 @@ def test_same_second_same_size_edit_while_stopped_reaches_dest(dirs, start_worke
 @pytest.mark.parametrize("mode", ["--only-initial-sync", "running"])
 def test_an_edit_keeping_size_and_mtime_while_stopped_reaches_dest(
     dirs, start_worker, tmp_path, mode
-) -> None:  # noqa: E501
+) -> None:
     """Made while no worker watched, with mtime put back to the nanosecond: no
     compare of size and mtime can see it, the ctime after the last sync does."""
     src, dst = dirs
@@ -227,6 +229,33 @@ def test_an_edit_keeping_size_and_mtime_while_stopped_reaches_dest(
         assert start_worker(src, dst, "--only-initial-sync", "--snapshot-file", snapshot).wait() == 0
         assert (dst / "f").read_text() == (dst / "d" / "g").read_text() == "bbbb"
     assert (dst / "untouched").stat().st_ino == untouched  # what did not change is not sent again
+
+
+def test_synced_until_moves_only_after_a_full_sync(dirs, start_worker, tmp_path) -> None:
+    src, dst = dirs
+    snapshot = tmp_path / "state" / "snap.json.gz"
+
+    def synced_until() -> float:
+        with gzip.open(snapshot, "rt") as f:
+            return float(json.load(f)["synced_until"])
+
+    (src / "f").write_text("a")
+    before = time.time()
+    assert start_worker(src, dst, "--only-initial-sync", "--snapshot-file", str(snapshot)).wait() == 0
+    first = synced_until()  # no watcher: the full sync's start is the limit
+    assert before - EVENT_LAG <= first <= time.time() - EVENT_LAG
+    worker = start_worker(src, dst, "--skip-initial-sync", "--delay", "0.1", "--snapshot-file", str(snapshot))
+    worker.wait_running()
+    (src / "g").write_text("b")
+    wait_until(lambda: (dst / "g").exists(), 5, "g at DEST")
+    assert worker.stop() == 0
+    assert synced_until() == first  # no full sync in that run: what changed before it is not known
+    worker = start_worker(src, dst, "--delay", "0.1", "--snapshot-file", str(snapshot))
+    worker.wait_running()
+    (src / "h").write_text("c")
+    wait_until(lambda: (dst / "h").exists(), 5, "h at DEST")
+    assert worker.stop() == 0
+    assert synced_until() > first
 
 
 @pytest.mark.parametrize("flag", ["--skip-initial-sync", "--only-initial-sync"])
