@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     modify_window: float = Field(
         0.001,
         ge=0,
-        description="mtimes this close (s) are equal, for split-brain and full syncs (1 or 2 for "
+        description="mtimes this close (s) are equal, for split-brain and rsync runs (1 or 2 for "
         "coarse filesystems; below 1 rsync compares to the nanosecond)",
     )
     api_host: str = Field("127.0.0.1", description="address the REST API listens on")

@@ -416,16 +416,21 @@ class Worker:
         end = time.monotonic()
         self.batcher.ran(end)
         self.batcher.settled(None if batch.full else [p for p in paths or () if p not in failed])
-        if batch.full and (batch.paths or self._unwatched):
-            # What was pending when the full sync was asked for (an overflow, a rescan),
-            # and what changed since the last moment all was sent while no event could
-            # tell (stopped, overflowed: ctime says so): its compare may miss an edit
-            # that kept size and mtime, so they go again as changed.
-            if self._unwatched:
-                log.info("%d paths changed while not watched: sent as changed", len(self._unwatched))
-            again = (*batch.paths, *sorted(self._unwatched.difference(batch.paths)))
-            self.batcher.requeue(Batch(paths=again, oldest=batch.oldest), end)
+        if batch.full:
+            # What was pending when the full sync was asked for (an overflow, a rescan):
+            # its compare may miss an edit that kept size and mtime, so they go again
+            # as changed. And what changed since the last moment all was sent while
+            # no event could tell (stopped, overflowed: ctime says so) is compared by
+            # content now (a chown -R changes every ctime, not the content).
+            again = list(batch.paths)
+            unwatched = sorted(self._unwatched.difference(batch.paths))
             self._unwatched = set()
+            if unwatched:
+                log.info("%d paths changed while not watched: compared by content", len(unwatched))
+                if self._send(unwatched, False, recursive=False, checksum=True).verdict is not Verdict.OK:
+                    again += unwatched  # as changed, with the retries of any batch
+            if again:
+                self.batcher.requeue(Batch(paths=tuple(again), oldest=batch.oldest), end)
         if failed:
             self._park(failed, batch.oldest, end)
         if self.ancestor is not None:
@@ -581,7 +586,9 @@ class Worker:
         kept = under_real_dirs(self.source, sorted(paths))
         return kept, False, len(kept)
 
-    def _send(self, paths: list[str], full: bool, *, recursive: bool, progress: bool = False) -> Outcome:
+    def _send(
+        self, paths: list[str], full: bool, *, recursive: bool, progress: bool = False, checksum: bool = False
+    ) -> Outcome:
         """Hand PATHS to the handler in runs of at most max_batch_paths/bytes."""
         assert self.handler is not None
         failed: list[str] = []
@@ -592,7 +599,9 @@ class Worker:
         with self._progress("syncing", total=len(paths), enabled=progress) as advance:
             for chunk in chunks:
                 self._check_source()
-                job = Job(tuple(chunk), full, self.spec.name, self.source, self.spec.dest, recursive)
+                job = Job(
+                    tuple(chunk), full, self.spec.name, self.source, self.spec.dest, recursive, checksum
+                )
                 outcome = self.handler.send(job, self._deadline)
                 if outcome.verdict is Verdict.FATAL:
                     return outcome

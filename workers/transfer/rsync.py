@@ -54,7 +54,13 @@ class RsyncHandler:
 
     def send(self, job: Job, deadline: Deadline) -> Outcome:
         return self._run(
-            job.source, self.dest.rsync_root(), job.paths, deadline, full=job.full, recursive=job.recursive
+            job.source,
+            self.dest.rsync_root(),
+            job.paths,
+            deadline,
+            full=job.full,
+            recursive=job.recursive,
+            extra=("--checksum",) if job.checksum else (),  # it outranks --ignore-times
         )
 
     def transfer(
