@@ -129,6 +129,18 @@ class Ancestor:
             self.synced_until = until
             self.dirty = True
 
+    def moved(self, old: str, new: str) -> None:
+        """OLD (with everything below it) was renamed to NEW on both sides. Without
+        this the entries below a renamed directory were lost, and the next start's
+        check took DEST's copy of a file the container deleted meanwhile for one
+        made at DEST, and brought it back."""
+        prefix = old + "/"
+        below = [p for p in self.tree if p == old or p.startswith(prefix)]
+        self.forget([new])
+        for path in below:
+            self.tree[new + path[len(old) :]] = self.tree.pop(path)
+        self.dirty = True
+
     def forget(self, paths: Iterable[str]) -> None:
         """PATHS (and what is below them) are not known to be on both sides."""
         for path in paths:

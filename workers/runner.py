@@ -437,6 +437,8 @@ class Worker:
             if batch.full:
                 self.ancestor.replace(self._scanned)
             else:
+                for move in batch.moves:  # what both sides held below the old name is below the new one
+                    self.ancestor.moved(move.old, move.new)
                 moved = [p for m in batch.moves for p in (m.old, m.new)]
                 self.ancestor.update([*(p for p in paths or () if p not in failed), *moved], since=start_wall)
             self.ancestor.forget(failed)

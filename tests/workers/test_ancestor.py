@@ -94,3 +94,17 @@ def test_a_clock_set_back_moves_synced_until_back_as_far(tmp_path: Path) -> None
         f.write(f'{{"version": 1, "pair": {pair}, "saved": {ahead}, "synced_until": {ahead - 10}}}')
     value = load_synced_until(path, PAIR)
     assert value is not None and value <= time.time() - 10
+
+
+def test_a_rename_moves_what_is_below(tmp_path: Path) -> None:
+    ancestor = Ancestor(None, str(tmp_path), PAIR)
+    ancestor.replace(
+        {
+            "d": Entry("d", 0, 1.0),
+            "d/x": Entry("f", 1, 1.0),
+            "dx": Entry("f", 2, 1.0),
+            "e/old": Entry("f", 3, 1.0),
+        }
+    )
+    ancestor.moved("d", "e")
+    assert ancestor.tree == {"e": Entry("d", 0, 1.0), "e/x": Entry("f", 1, 1.0), "dx": Entry("f", 2, 1.0)}

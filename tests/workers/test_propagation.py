@@ -259,6 +259,31 @@ def test_synced_until_moves_only_after_a_full_sync(dirs, start_worker, tmp_path)
     assert synced_until() > first
 
 
+def test_the_ancestor_follows_a_renamed_directory(dirs, start_worker, tmp_path) -> None:
+    """Found by the soak: the entries below a renamed directory left the ancestor,
+    so a file the container deleted there before the next start's check looked
+    made at DEST, and the check brought it back."""
+    src, dst = dirs
+    snapshot = tmp_path / "state" / "snap.json.gz"
+    (src / "d" / "sub").mkdir(parents=True)
+    (src / "d" / "sub" / "x").write_text("x")
+    worker = start_worker(src, dst, "--delay", "0.1", "--snapshot-file", str(snapshot))
+    worker.wait_running()
+    (src / "d").rename(src / "e")
+    wait_until(lambda: (dst / "e" / "sub" / "x").exists(), 5, "the rename at DEST")
+    assert worker.stop() == 0
+    with gzip.open(snapshot, "rt") as f:
+        entries = json.load(f)["entries"]
+    assert {"e", "e/sub", "e/sub/x"} <= set(entries) and not any(p.startswith("d") for p in entries)
+    (src / "e" / "sub" / "x").unlink()  # while stopped
+    worker = start_worker(
+        src, dst, "--delay", "0.1", "--snapshot-file", str(snapshot), "--split-brain", "newest"
+    )
+    worker.wait_running()
+    assert worker.stop() == 0
+    assert not (src / "e" / "sub" / "x").exists() and not (dst / "e" / "sub" / "x").exists()
+
+
 @pytest.mark.parametrize("flag", ["--skip-initial-sync", "--only-initial-sync"])
 def test_initial_sync_flags(dirs, start_worker, flag: str) -> None:
     src, dst = dirs
