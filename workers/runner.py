@@ -45,7 +45,7 @@ from workers.watcher import Watcher
 log = logging.getLogger("tandem.worker")
 
 POLL = 0.25  # longest sleep of the loop: standby file, parent, source root checks
-SETTLE_MAX = 10.0  # s: the longest wait for the events of a split-brain resolution
+SETTLE_MAX = 2.0  # s: the longest wait for the events of a split-brain resolution (watchdog: 0.5)
 MAX_BACKOFF = 30.0
 EVENT_LAG = 5.0  # s: an event may reach the batcher this long after its change (watchdog pairs renames)
 FLUSH_ROUNDS = 3  # runs the stop's flush may take: a full one, its pending paths, one more try
@@ -185,9 +185,11 @@ class Worker:
 
     def _defuse_moves(self) -> None:
         """Take in the events of what was just done (until the inbox stays quiet
-        for DRAIN_QUIET, at most SETTLE_MAX), renames as plain changes."""
+        for DRAIN_QUIET, at most SETTLE_MAX: a busy container is never quiet),
+        renames as plain changes."""
         quiet_since = start = time.monotonic()
         while (now := time.monotonic()) - quiet_since < DRAIN_QUIET and now - start < SETTLE_MAX:
+            self._heartbeat()
             try:
                 item = self.inbox.get(timeout=0.05)
             except queue.Empty:
