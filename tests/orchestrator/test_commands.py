@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -157,26 +158,40 @@ def test_events_follows_state_changes(running: tuple[Serve, str], tmp_path: Path
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def seen(*words: str) -> bool:
+        return any(all(w in line for w in words) for line in lines)
+
+    def pause_seen() -> bool:
+        """The stream has no snapshot on connect: a pause made before the follower
+        subscribed is never shown, so pause (again) until one is."""
+        if tandem("pause", "c1", url=url).returncode != 0:
+            return False
+        try:
+            wait_until(lambda: seen("c1 ", " paused"), 2, "the pause")
+        except AssertionError:
+            ok("resume", "c1", url=url)
+            return False
+        return True
+
     try:
-        lines: list[str] = []
-
-        def saw(words: str) -> bool:
-            assert follower.stdout is not None
-            while not any(words in line for line in lines):
-                line = follower.stdout.readline()
-                if not line:
-                    return False
-                lines.append(line)
-            return True
-
-        wait_until(lambda: tandem("pause", "c1", url=url).returncode == 0, 10, "pause")
-        assert saw("c1 standby paused") or saw("c1 running paused")
+        wait_until(pause_seen, 30, "a pause in the events")
         ok("resume", "c1", url=url)
         lxc_hook(s.state_dir, "c1", "post-stop")
-        assert saw("c1 stopped")
+        wait_until(lambda: seen("c1 stopped"), 20, "c1 stopped in the events")
     finally:
         follower.send_signal(signal.SIGINT)
         follower.wait(10)
+        reader.join(10)  # the pipe's end: it stops by itself
         assert follower.stdout is not None and follower.stderr is not None
         follower.stdout.close()
         follower.stderr.close()
