@@ -157,6 +157,9 @@ def test_events_follows_state_changes(running: tuple[Serve, str], tmp_path: Path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal sends it, also when this suite runs from a background
+        # shell (which starts its children with SIGINT ignored: Python keeps it so).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: list[str] = []
 
@@ -190,9 +193,14 @@ def test_events_follows_state_changes(running: tuple[Serve, str], tmp_path: Path
         wait_until(lambda: seen("c1 stopped"), 20, "c1 stopped in the events")
     finally:
         follower.send_signal(signal.SIGINT)
-        follower.wait(10)
-        reader.join(10)  # the pipe's end: it stops by itself
-        assert follower.stdout is not None and follower.stderr is not None
-        follower.stdout.close()
-        follower.stderr.close()
+        try:
+            follower.wait(10)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait(10)
+            reader.join(10)  # the pipe's end: it stops by itself
+            assert follower.stdout is not None and follower.stderr is not None
+            follower.stdout.close()
+            follower.stderr.close()
     assert follower.returncode in (0, 130)
