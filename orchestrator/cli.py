@@ -196,7 +196,10 @@ def sync(
     ] = None,
     pid_file: Annotated[
         Path | None,
-        typer.Option(help="Write the pid here (refused if it names a live process).", rich_help_panel=_L),
+        typer.Option(
+            help="Hold this pid file (an flock) while running; refused while another process holds it.",
+            rich_help_panel=_L,
+        ),
     ] = None,
     status_file: Annotated[
         Path | None,

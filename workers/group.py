@@ -8,13 +8,11 @@ so the process lives and dies as one; its exit code is the worst of the pairs'.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import signal
 import threading
 
+from workers.pidfile import PidFile, PidFileBusy
 from workers.runner import Worker
 from workers.spec import ContainerSpec, ExitCode, worst_exit
 
@@ -27,10 +25,10 @@ def run_group(spec: ContainerSpec) -> int:
     lock = None
     if spec.pid_file:
         try:
-            lock = hold_pid_file(spec.pid_file)
-        except BlockingIOError:
+            lock = PidFile.acquire(spec.pid_file)
+        except PidFileBusy as busy:
             # Another worker for this container is still flushing: a transient state.
-            log.error("pid file %s is locked by another worker of %s", spec.pid_file, spec.name)
+            log.error("%s (another worker of %s)", busy, spec.name)
             return int(ExitCode.SYNC_FAILED)
         except OSError as err:
             log.error("cannot write the pid file: %s", err)
@@ -38,25 +36,8 @@ def run_group(spec: ContainerSpec) -> int:
     try:
         return _run(spec)
     finally:
-        if lock is not None and spec.pid_file:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(spec.pid_file)
-            os.close(lock)
-
-
-def hold_pid_file(path: str) -> int:
-    """Lock PATH for this process's life and write our pid into it. The lock,
-    not the pid, is the proof of life: pids are reused (after a reboot, in
-    another pid namespace), locks die with their process."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+        if lock is not None:
+            lock.release()
 
 
 def _run(spec: ContainerSpec) -> int:

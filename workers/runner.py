@@ -33,12 +33,13 @@ from workers.ancestor import Ancestor
 from workers.ancestor import load as load_ancestor
 from workers.batching import Batch, Batcher, Change, Kind, as_plain
 from workers.links import HardLinks
+from workers.pidfile import PidFile, PidFileBusy
 from workers.proc import SpawnError, run
 from workers.resolver import mirror_list, unlike
 from workers.snapshot import Entry, ScanError, Tree, scan_local, under_real_dirs
 from workers.spec import ExitCode, Status, WorkerSpec
 from workers.splitbrain import is_backup, same
-from workers.status import PidFileBusy, Reporter, claim_pid_file
+from workers.status import Reporter
 from workers.transfer import ConfigError, Handler, Job, Outcome, Verdict, make_handler
 from workers.watcher import Watcher
 
@@ -92,6 +93,7 @@ class Worker:
         self._full_start: float | None = None  # wall time the last full sync in this process began
         self._watch_since: float | None = None  # wall time the watcher began
         self.links = HardLinks()  # names of multiply linked files, to send together
+        self._pid_file: PidFile | None = None
 
     # -- entry -------------------------------------------------------------
 
@@ -113,6 +115,8 @@ class Worker:
                 self._hook(self.spec.exit_hook, "exit hook")
             self.reporter.emit("exit", pending=self.batcher.pending, exit_code=int(code))
             self.reporter.cleanup()
+            if self._pid_file is not None:
+                self._pid_file.release()
         return int(code)
 
     def _run(self) -> ExitCode:
@@ -226,7 +230,7 @@ class Worker:
                 raise Halt(ExitCode.CONFIG, f"DEST {dest.path!r} and SOURCE {spec.source!r} overlap")
         if spec.pid_file:
             try:
-                claim_pid_file(spec.pid_file)
+                self._pid_file = PidFile.acquire(spec.pid_file)
             except (PidFileBusy, OSError) as err:
                 raise Halt(ExitCode.CONFIG, str(err)) from None
 

@@ -1,4 +1,4 @@
-"""What a worker tells the world: status file, pid file, JSON status lines.
+"""What a worker tells the world: status file, JSON status lines.
 
 The runner is the only writer; it passes the pending count and lag in.
 """
@@ -38,29 +38,6 @@ def remove_quietly(path: str | None) -> None:
     if path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-
-
-class PidFileBusy(RuntimeError):
-    pass
-
-
-def claim_pid_file(path: str) -> None:
-    """Write our pid; refuse when the file names another live process."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            other = int(handle.read().strip() or "0")
-    except (FileNotFoundError, ValueError):
-        other = 0
-    if other and other != os.getpid():
-        try:
-            os.kill(other, 0)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            raise PidFileBusy(f"pid file {path} names running process {other}") from None
-        else:
-            raise PidFileBusy(f"pid file {path} names running process {other}")
-    write_atomic(path, f"{os.getpid()}\n")
 
 
 _stdout_lock = threading.Lock()  # the pairs of one container share stdout
@@ -117,4 +94,3 @@ class Reporter:
 
     def cleanup(self) -> None:
         remove_quietly(self.spec.status_file)
-        remove_quietly(self.spec.pid_file)

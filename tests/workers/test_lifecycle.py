@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import time
@@ -65,8 +66,26 @@ def test_pid_file_of_a_live_worker_is_refused(dirs, start_worker, tmp_path) -> N
     first.wait_running()
     second = start_worker(src, dst, "--pid-file", str(pid_file))
     assert second.wait() == ExitCode.CONFIG
-    assert "pid file" in second.err()
+    assert "pid file" in second.err() and str(first.pid) in second.err()
+    # the refused start leaves the holder's file alone: a third start is refused too
+    assert pid_file.read_text().strip() == str(first.pid)
+    third = start_worker(src, dst, "--pid-file", str(pid_file))
+    assert third.wait() == ExitCode.CONFIG
+    assert first.status() == "running"
     assert first.stop() == 0
+    assert not pid_file.exists()
+
+
+def test_pid_file_left_by_a_dead_worker_is_taken(dirs, start_worker, tmp_path) -> None:
+    """The lock is the proof of life, not the pid: a file naming a live but
+    unrelated process (a reused pid) holds nothing back."""
+    src, dst = dirs
+    pid_file = tmp_path / "w.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    worker = start_worker(src, dst, "--pid-file", str(pid_file))
+    worker.wait_running()
+    assert pid_file.read_text().strip() == str(worker.pid)
+    assert worker.stop() == 0
 
 
 def test_standby_file_holds_everything_then_one_run(dirs, start_worker, tmp_path) -> None:
