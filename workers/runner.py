@@ -342,6 +342,8 @@ class Worker:
         except rules_mod.RulesError as err:
             log.error("rules not reloaded, keeping the old ones: %s", err)
             return
+        if self.watcher is not None:
+            self.watcher.rewatch()
         log.info("rules reloaded (%d rules): full resync", len(self.rules.rules))
         self.batcher.request_full(time.monotonic())  # paths the new rules include must go now
 

@@ -1,7 +1,8 @@
 """inotify through watchdog, turned into ``Change`` records for the batcher.
 
-Started before the initial scan, so nothing written during it is missed. Two
-watchdog gaps are closed here:
+Started before the initial scan, so nothing written during it is missed. A
+directory the rules keep from being monitored gets no watch (nor does anything
+below it). Two watchdog gaps are closed here:
 
 - a kernel queue overflow is only logged by watchdog: a log handler turns that
   record into an OVERFLOW change (a full rescan);
@@ -19,6 +20,7 @@ import os
 import stat
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 from watchdog.events import (
     DirAttribEvent,
@@ -144,17 +146,45 @@ class Watcher:
         self.on_degraded = on_degraded
         self._observer: BaseObserver | None = None
         self._overflow = _OverflowLog(sink)
-        self._groups: list[InotifyWatchGroup] = []
+        self._groups: list[Any] = []  # our InotifyWatchGroup subclass (defined in start)
 
     def start(self) -> None:
         """Add the watches (raises OSError when ROOT itself cannot be watched)."""
         watcher = self
 
         class Group(InotifyWatchGroup):
+            def _add_all_callbacks(self, path: bytes) -> None:
+                # watchdog watches every directory below PATH: an excluded tree
+                # gets none (the host's watches are shared by every worker)
+                if path != self.path and not watcher.wants(path):
+                    return
+                self._add_callback(path)
+                if not (self.is_recursive and os.path.isdir(path)):
+                    return
+                for top, dirnames, _ in os.walk(path):
+                    dirnames[:] = [d for d in dirnames if watcher.wants(os.path.join(top, d))]
+                    for name in dirnames:
+                        full = os.path.join(top, name)
+                        if not os.path.islink(full):
+                            self._add_callback(full)
+
             def _add_callback(self, path: bytes) -> None:
                 super()._add_callback(path)
                 if path not in self._active_callbacks_by_path and _unwatched_dir(path):
                     watcher.on_degraded(f"no inotify watch on {os.fsdecode(path)!r}")
+
+            def rewatch(self) -> None:
+                """Watch what the rules now want, and nothing they exclude."""
+                with self._lock:
+                    if not self.is_active:
+                        return
+                    dropped = [
+                        wd
+                        for wd, path in self._active_callbacks_by_watch.items()
+                        if path != self.path and not watcher.wants(path)
+                    ]
+                    self._remove_callbacks(dropped)
+                    self._add_all_callbacks(self.path)
 
         class Emitter(InotifyEmitter):
             def on_thread_start(self) -> None:
@@ -189,6 +219,16 @@ class Watcher:
             self._observer.join(timeout=5)
             self._observer = None
         self._detach_log()
+
+    def wants(self, path: bytes) -> bool:
+        """Does directory PATH need a watch: may its events be monitored?"""
+        rel = relative(self.root, os.fsdecode(path))
+        return rel is not None and self.rules().can_enter(rel, events=True)
+
+    def rewatch(self) -> None:
+        """The rules changed: add and drop watches to match them."""
+        for group in self._groups:
+            group.rewatch()
 
     @property
     def watches(self) -> int:

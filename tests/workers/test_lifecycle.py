@@ -155,6 +155,43 @@ def test_sighup_reloads_rules_and_keeps_old_ones_on_error(dirs, start_worker, tm
     assert worker.stop() == 0
 
 
+def test_an_excluded_directory_costs_no_inotify_watch(dirs, start_worker, tmp_path) -> None:
+    """Watches are the host's scarcest resource (one budget for every worker of
+    root): an excluded tree gets none, also when made later; a reload that
+    includes it watches it, one that excludes it again gives the watches back."""
+    src, dst = dirs
+    for i in range(40):
+        (src / "skipdir" / f"s{i}").mkdir(parents=True)
+    (src / "keep").mkdir()
+    rules = tmp_path / "rules"
+    rules.write_text("-d^skipdir$\n")
+    worker = start_worker(src, dst, "--rules", str(rules), "--delay", "0.1")
+    worker.wait_running()
+
+    def watches() -> int:
+        worker.signal(signal.SIGUSR2)  # a sync run reports the count now
+        syncs = worker.syncs()
+        wait_until(lambda: worker.syncs() > syncs, 10, "a report")
+        return int(worker.lines[-1]["watches"])
+
+    assert watches() == 2  # SOURCE and keep
+    (src / "skipdir" / "later").mkdir()
+    (src / "keep" / "sub").mkdir()
+    wait_until(lambda: (dst / "keep" / "sub").is_dir(), 10, "keep/sub synced")
+    assert watches() == 3
+    rules.write_text("-f\\.tmp$\n")
+    worker.signal(signal.SIGHUP)
+    wait_until(lambda: b"rules reloaded" in worker.stderr, 5, "reload logged")
+    assert watches() == 3 + 42
+    (src / "skipdir" / "s7" / "f").write_text("now synced")
+    wait_until(lambda: (dst / "skipdir" / "s7" / "f").exists(), 10, "a file in the newly watched tree")
+    rules.write_text("-d^skipdir$\n")
+    worker.signal(signal.SIGHUP)
+    wait_until(lambda: worker.stderr.count(b"rules reloaded") == 2, 5, "second reload logged")
+    assert watches() == 3
+    assert worker.stop() == 0
+
+
 def test_excluded_path_never_reaches_dest_even_in_new_directory(dirs, start_worker) -> None:
     src, dst = dirs
     (dst / "keep.tmp").write_text("DEST-only, excluded: left alone")
