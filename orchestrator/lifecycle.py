@@ -34,18 +34,21 @@ class Event(StrEnum):
     REPORT = "report"  # a status line arrived
     TICK = "tick"  # time passed
     INVALID = "invalid"  # the configuration for this container is invalid (reason given)
+    HURRY = "hurry"  # a second stop signal: cut the flush short
 
 
 class Act(StrEnum):
     SPAWN = "spawn"
-    TERMINATE = "terminate"  # SIGTERM: flush and stop
-    KILL = "kill"  # SIGKILL: hung, or the flush outlived its deadline
+    TERMINATE = "terminate"  # SIGTERM: flush and stop (a second one: flush cut short)
+    ABORT = "abort"  # SIGABRT: hung, or the flush outlived its deadline: the worker dumps its stacks
+    KILL = "kill"  # SIGKILL, abort_grace after ABORT
 
 
 @dataclass(frozen=True)
 class Timing:
     stop_timeout: float = 30.0  # the worker's own flush budget
-    kill_grace: float = 5.0  # on top of stop_timeout before SIGKILL
+    kill_grace: float = 5.0  # on top of stop_timeout before SIGABRT
+    abort_grace: float = 1.0  # between SIGABRT (a stack trace in the worker's log) and SIGKILL
     heartbeat_timeout: float = 60.0
     restart_delay: float = 1.0
     restart_delay_max: float = 60.0
@@ -60,7 +63,8 @@ class Life:
     started_at: float = 0.0
     last_seen: float = 0.0  # last status line from the worker
     retry_at: float | None = None  # BACKOFF: when to spawn again
-    kill_at: float | None = None  # STOPPING: when SIGTERM has had its chance
+    kill_at: float | None = None  # STOPPING: when SIGTERM has had its chance; aborted: when to KILL
+    aborted: bool = False  # SIGABRT sent: SIGKILL at kill_at
     reason: str = ""  # why the phase is what it is (exit code, error)
     invalid: str = ""  # STOPPING because the configuration became invalid: FAILED with this after
     restarts: int = 0
@@ -87,6 +91,8 @@ def transition(
         return _exited(life, now, timing, code, reason)
     if event is Event.REPORT:
         return (replace(life, last_seen=now) if life.process else life), ()
+    if event is Event.HURRY:
+        return _hurry(life, now, timing)
     if event is Event.INVALID:
         if life.process:  # stop the old worker first; FAILED once it is gone
             stopped, acts = _stop(life, now, timing)
@@ -104,6 +110,7 @@ def _spawned(life: Life, now: float) -> tuple[Life, tuple[Act, ...]]:
         last_seen=now,
         retry_at=None,
         kill_at=None,
+        aborted=False,
         reason="",
         invalid="",
     )
@@ -123,6 +130,8 @@ def _start(life: Life, now: float) -> tuple[Life, tuple[Act, ...]]:
 
 
 def _stop(life: Life, now: float, timing: Timing) -> tuple[Life, tuple[Act, ...]]:
+    if life.phase is Phase.RUNNING and life.aborted:  # hung: its KILL is already due
+        return replace(life, phase=Phase.STOPPING, want=False), ()
     if life.phase is Phase.RUNNING:
         kill_at = now + timing.stop_timeout + timing.kill_grace
         return replace(life, phase=Phase.STOPPING, want=False, kill_at=kill_at), (Act.TERMINATE,)
@@ -133,17 +142,27 @@ def _stop(life: Life, now: float, timing: Timing) -> tuple[Life, tuple[Act, ...]
     return replace(life, want=False), ()  # STOPPED, HALTED, FAILED keep their reason
 
 
+def _hurry(life: Life, now: float, timing: Timing) -> tuple[Life, tuple[Act, ...]]:
+    """A second stop signal: the worker gets a second SIGTERM (it cuts its flush
+    short) and kill_grace to exit."""
+    if life.phase is not Phase.STOPPING or life.aborted:
+        return life, ()
+    kill_at = now + timing.kill_grace if life.kill_at is None else min(life.kill_at, now + timing.kill_grace)
+    return replace(life, kill_at=kill_at), (Act.TERMINATE,)
+
+
 def _exited(life: Life, now: float, timing: Timing, code: int, detail: str) -> tuple[Life, tuple[Act, ...]]:
     """The worker exited with CODE; DETAIL is what it said last (its last error)."""
+    life = replace(life, kill_at=None, aborted=False)
     why = _describe_exit(code) + (f": {detail}" if detail and code else "")
     if life.phase is Phase.STOPPING:
         if life.want:
             return _spawned(life, now)
         if life.invalid:
-            return replace(life, phase=Phase.FAILED, kill_at=None, reason=life.invalid, invalid=""), ()
+            return replace(life, phase=Phase.FAILED, reason=life.invalid, invalid=""), ()
         # -SIGTERM: stopped before it had set up its handlers (nothing was sent yet).
         reason = "" if code in (0, -15) else life.reason or why
-        return replace(life, phase=Phase.STOPPED, kill_at=None, reason=reason), ()
+        return replace(life, phase=Phase.STOPPED, reason=reason), ()
     if life.phase is not Phase.RUNNING:
         return life, ()
     why = life.reason or why  # a hung worker we killed says so
@@ -160,12 +179,19 @@ def _tick(life: Life, now: float, timing: Timing) -> tuple[Life, tuple[Act, ...]
     if life.phase is Phase.BACKOFF and life.want and life.retry_at is not None and now >= life.retry_at:
         spawned, acts = _spawned(life, now)
         return replace(spawned, restarts=life.restarts + 1), acts
-    if life.phase is Phase.STOPPING and life.kill_at is not None and now >= life.kill_at:
-        return replace(life, kill_at=None, reason="flush outlived the stop timeout: killed"), (Act.KILL,)
+    if life.process and life.kill_at is not None and now >= life.kill_at:
+        if life.aborted:
+            return replace(life, kill_at=None), (Act.KILL,)
+        why = life.reason or "flush outlived the stop timeout: killed"
+        return _abort(life, now, timing, why)
     if life.phase is Phase.RUNNING and not life.reason and now - life.last_seen > timing.heartbeat_timeout:
-        why = f"hung: no heartbeat for {now - life.last_seen:.0f}s: killed"
-        return replace(life, reason=why), (Act.KILL,)
+        return _abort(life, now, timing, f"hung: no heartbeat for {now - life.last_seen:.0f}s: killed")
     return life, ()
+
+
+def _abort(life: Life, now: float, timing: Timing, why: str) -> tuple[Life, tuple[Act, ...]]:
+    """SIGABRT first, so the worker's log shows where it was stuck; SIGKILL after abort_grace."""
+    return replace(life, reason=why, aborted=True, kill_at=now + timing.abort_grace), (Act.ABORT,)
 
 
 def _describe_exit(code: int) -> str:

@@ -3,8 +3,9 @@
 The spec goes in on stdin; ``StatusReport`` JSON lines come back on stdout;
 stderr is appended to the container's log file in the state directory. The
 worker runs in its own session, so a Ctrl-C on the supervisor's terminal reaches
-it only through the supervisor. Stop is TERM (the worker flushes), then KILL at
-a deadline the lifecycle sets; the exit is always awaited (reaped).
+it only through the supervisor. Stop is TERM (the worker flushes), then ABORT (a
+stack trace in its log) and KILL at deadlines the lifecycle sets; the exit is
+always awaited (reaped).
 
 A worker holds a lock on its pid file for its whole life. A locked pid file
 left by an earlier supervisor (killed with SIGKILL) means its worker is still
@@ -46,6 +47,7 @@ class WorkerProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.returncode: int | None = None
         self._asked: int | None = None  # a signal asked for before the process existed
+        self._orphans: list[int] = []  # what an aborted worker had started
 
     @property
     def pid(self) -> int | None:
@@ -84,6 +86,7 @@ class WorkerProcess:
             if self.proc.returncode is None and self._asked is None:
                 self.kill()  # we stopped reading: it must not run unsupervised
             self.returncode = await self.proc.wait()
+            kill_pids(self._orphans)
         return self.returncode
 
     async def _line(self) -> bytes:
@@ -111,6 +114,16 @@ class WorkerProcess:
         elif self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGTERM)
+
+    def abort(self) -> None:
+        """SIGABRT: the worker writes every thread's stack to its log (faulthandler)
+        and dies, or is KILLed after abort_grace; SIGCONT lets a stopped one do it.
+        What it started is KILLed once it is gone (they would be orphans)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self._orphans = descendants(self.proc.pid)
+            for sig in (signal.SIGABRT, signal.SIGCONT):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, sig)
 
     def kill(self) -> None:
         """SIGKILL the worker and everything it started (its handlers run in
@@ -151,8 +164,12 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    below = descendants(pid)
-    for target in (pid, *below):
+    kill_pids([pid, *descendants(pid)])
+
+
+def kill_pids(pids: list[int]) -> None:
+    """SIGKILL each of PIDS and its process group (handlers run in sessions of their own)."""
+    for target in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(target, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):

@@ -76,11 +76,11 @@ def run_serve(settings: Settings) -> int:
     supervisor.registry.api = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
     async def main() -> int:
-        stop = asyncio.Event()
-        install_signals(stop)
+        stop, hurry = asyncio.Event(), asyncio.Event()
+        install_signals(stop, hurry)
         api = asyncio.get_running_loop().create_task(server.serve(sockets=[listener]))
         try:
-            return await supervisor.run(stop)
+            return await supervisor.run(stop, hurry)
         finally:
             server.should_exit = True
             await api

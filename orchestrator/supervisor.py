@@ -108,6 +108,7 @@ class Supervisor:
         # while it holds QUEUE_SIZE items (they are the ones that can flood it).
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._closing = False
+        self._hurry: asyncio.Event | None = None  # set by a second stop signal
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_runtimes = threading.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,8 +116,10 @@ class Supervisor:
 
     # -- entry ---------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> int:
-        """Supervise until STOP is set; then stop every worker (they flush) and return 0."""
+    async def run(self, stop: asyncio.Event, hurry: asyncio.Event | None = None) -> int:
+        """Supervise until STOP is set; then stop every worker (they flush) and return 0.
+        HURRY set during that stop cuts the flushes short (a second Ctrl-C)."""
+        self._hurry = hurry
         self._loop = asyncio.get_running_loop()
         for directory in ("workers", "logs", "standby"):
             (self.settings.state_dir / directory).mkdir(parents=True, exist_ok=True)
@@ -377,6 +380,8 @@ class Supervisor:
             if act is Act.TERMINATE:
                 self.store.record(entry.container.name, "stop")
                 entry.process.terminate()
+            elif act is Act.ABORT:
+                entry.process.abort()
             else:
                 entry.process.kill()
 
@@ -422,7 +427,13 @@ class Supervisor:
         self._closing = True
         for entry in self.entries.values():
             self._transition(entry, Event.STOP)
+        hurried = False
         while any(e.process is not None for e in self.entries.values()):
+            if not hurried and self._hurry is not None and self._hurry.is_set():
+                hurried = True
+                log.warning("second stop signal: cutting the workers' flushes short")
+                for entry in self.entries.values():
+                    self._transition(entry, Event.HURRY)
             await self._pump(TICK)
             self._tick(time.monotonic())
             self._publish()
@@ -704,11 +715,11 @@ def _dump(policy: ContainerPolicy) -> dict[str, Any]:
     return policy.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
-def install_signals(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT only set STOP (the loop does the rest)."""
+def install_signals(stop: asyncio.Event, hurry: asyncio.Event) -> None:
+    """SIGTERM/SIGINT only set STOP, a second one HURRY (the loop does the rest)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda: (hurry if stop.is_set() else stop).set())
     # Settings are read once; a SIGHUP must not kill the supervisor (its default action).
     loop.add_signal_handler(
         signal.SIGHUP, lambda: log.warning("SIGHUP ignored: restart tandem serve to reload")

@@ -8,9 +8,11 @@ from file descriptor N. The exit status is an ``ExitCode``.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
+import resource
 import sys
 
 from pydantic import ValidationError
@@ -19,6 +21,11 @@ from workers.spec import ContainerSpec, ExitCode, WorkerSpec
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGABRT (the supervisor's word to a hung worker, before SIGKILL) and fatal
+    # errors write every thread's stack to stderr, the worker's log. No core file:
+    # the stacks say where it was, and a host of workers must not fill its disk.
+    faulthandler.enable(all_threads=True)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument("--spec-fd", type=int, help="read the spec from this descriptor")
     args = parser.parse_args(argv)

@@ -81,6 +81,8 @@ class Worker:
         self.rescan_every = spec.rescan_interval
         self._stop_at: float | None = None  # monotonic deadline, set on a stop request
         self._stopping = False
+        self._signalled = False  # a stop signal came (the next one cuts the flush short)
+        self._hurried = False  # ... and the next one did
         self._initial_done = False
         self._cooldown_until = 0.0
         self._next_rescan = 0.0
@@ -90,6 +92,7 @@ class Worker:
         self.ancestor = Ancestor(spec.snapshot_file, self.source, self.pair) if spec.snapshot_file else None
         self._scanned: Tree = {}  # SOURCE as the last full sync's scan saw it
         self._unwatched: set[str] = set()  # ... and what it found changed since synced_until
+        self._recheck: set[str] = set()  # pending files the full sync's quick check cannot tell changed
         self._full_start: float | None = None  # wall time the last full sync in this process began
         self._watch_since: float | None = None  # wall time the watcher began
         self.links = HardLinks()  # names of multiply linked files, to send together
@@ -135,7 +138,13 @@ class Worker:
                 self._split_brain()
                 if self._stopping:
                     return ExitCode.OK
-            self._execute(Batch(full=True, oldest=time.monotonic()), initial=True)
+            # What changed before now (while in standby, during the check) is in
+            # the initial sync: its compare sends what differs, in the same run.
+            self._pump(0)
+            self.batcher.request_full(time.monotonic())
+            initial = self.batcher.take(time.monotonic(), flush=True)
+            assert initial is not None and initial.full
+            self._execute(initial, initial=True)
         self._initial_done = True
         self._save_ancestor(force=True)
         self._next_rescan = time.monotonic() + self.rescan_every
@@ -244,13 +253,24 @@ class Worker:
         self.signal(signum)
 
     def signal(self, signum: int) -> None:
-        """Queue SIGNUM for the loop (safe from a signal handler or another thread)."""
-        if signum in (signal.SIGTERM, signal.SIGINT) and self._stop_at is None:
-            self._stop_at = time.monotonic() + self.spec.stop_timeout
+        """Queue SIGNUM for the loop (safe from a signal handler or another thread).
+        A stop signal sets the flush's deadline; a second one makes it now (a
+        second Ctrl-C does not wait for the flush)."""
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            now = time.monotonic()
+            if self._signalled:
+                self._stop_at, self._hurried = now, True
+            self._signalled = True
+            deadline = now + self.spec.stop_timeout
+            self._stop_at = deadline if self._stop_at is None else min(self._stop_at, deadline)
         self.inbox.put(("signal", signum))
 
     def request_stop(self) -> None:
-        self.signal(signal.SIGTERM)
+        """Flush and stop (the parent is gone, another pair ended): not a signal,
+        so the first real stop signal after it is not taken for a second."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + self.spec.stop_timeout
+        self.inbox.put(("stop", 0))
 
     def _start_watcher(self) -> None:
         watcher = Watcher(
@@ -320,7 +340,7 @@ class Worker:
         kind, value = item
         if kind == "degraded":
             self._degrade(value)
-        elif value in (signal.SIGTERM, signal.SIGINT):
+        elif kind == "stop" or value in (signal.SIGTERM, signal.SIGINT):
             self._stopping = True
         elif value == signal.SIGHUP:
             self._reload_rules()
@@ -365,9 +385,10 @@ class Worker:
             if self.reporter.status is Status.STANDBY:
                 log.info("standby file removed: sending everything pending")
                 self._phase(Status.RUNNING if self._initial_done else Status.INITIAL_SYNC)
-                batch = self.batcher.take(time.monotonic(), flush=True)
-                if batch is not None:
-                    self._execute(batch)
+                if self._initial_done:  # else the initial sync, next, takes it all in one run
+                    batch = self.batcher.take(time.monotonic(), flush=True)
+                    if batch is not None:
+                        self._execute(batch)
             return False
         self._phase(Status.STANDBY)
         return True
@@ -425,14 +446,15 @@ class Worker:
         self.batcher.ran(end)
         self.batcher.settled(None if batch.full else [p for p in paths or () if p not in failed])
         if batch.full:
-            # What was pending when the full sync was asked for (an overflow, a rescan):
-            # its compare may miss an edit that kept size and mtime, so they go again
-            # as changed. And what changed since the last moment all was sent while
-            # no event could tell (stopped, overflowed: ctime says so) is compared by
-            # content now (a chown -R changes every ctime, not the content).
-            again = list(batch.paths)
-            unwatched = sorted(self._unwatched.difference(batch.paths))
-            self._unwatched = set()
+            # What was pending when the full sync was asked for (an overflow, a rescan,
+            # held at the start): its compare misses an edit that kept size and mtime,
+            # so the files it found equal at DEST go again as changed. And what changed
+            # since the last moment all was sent while no event could tell (stopped,
+            # overflowed: ctime says so) is compared by content now (a chown -R
+            # changes every ctime, not the content).
+            again = sorted(self._recheck)
+            unwatched = sorted(self._unwatched.difference(again))
+            self._unwatched, self._recheck = set(), set()
             if unwatched:
                 log.info("%d paths changed while not watched: compared by content", len(unwatched))
                 if self._send(unwatched, False, recursive=False, checksum=True).verdict is not Verdict.OK:
@@ -493,7 +515,8 @@ class Worker:
     def _give_up(self, batch: Batch, paths: list[str] | None, outcome: Outcome) -> None:
         now = time.monotonic()
         if self._stop_at is not None and now >= self._stop_at:
-            raise Halt(ExitCode.SYNC_FAILED, f"stop timeout reached; undelivered: {outcome.message}")
+            why = "second stop signal: flush cut short" if self._hurried else "stop timeout reached"
+            raise Halt(ExitCode.SYNC_FAILED, f"{why}; undelivered: {outcome.message}")
         if not self.spec.ignore_failures:
             raise Halt(
                 ExitCode.SYNC_FAILED, f"sync failed after {self.spec.retries + 1} tries: {outcome.message}"
@@ -537,11 +560,19 @@ class Worker:
             self._unwatched = {p for p in recent if p in source and self.rules.allows(p, source[p].is_dir)}
             dest = self.handler.scan_dest(self._deadline)
             if dest is None:
+                self._recheck = set(batch.paths)
                 return sorted(source), False, len(source)
             dest = {p: e for p, e in dest.items() if not is_backup(p)}
             plan = mirror_list(source, dest, self.rules.allows)
             window = self.spec.modify_window  # what differs in size or mtime goes whole anyway
-            self._unwatched = {p for p in self._unwatched if same(source[p], dest.get(p), window)}
+
+            def blind(path: str) -> bool:
+                """A file the run's size+mtime quick check would skip."""
+                entry = source.get(path)
+                return entry is not None and entry.type == "f" and same(entry, dest.get(path), window)
+
+            self._unwatched = {p for p in self._unwatched if blind(p)}
+            self._recheck = {p for p in batch.paths if blind(p)}
             if self.handler.recursive and (rules is None or rules.empty):
                 # Nothing can be excluded: the root (recursively) plus the deletions says the same.
                 return ["", *(p for p in plan if p not in source)], True, len(plan)

@@ -85,14 +85,37 @@ def test_restart_while_stopping_waits_for_the_old_worker() -> None:
     assert (life.phase, acts) == (Phase.RUNNING, (Act.SPAWN,))
 
 
-def test_stop_deadline_kills() -> None:
+def test_stop_deadline_aborts_then_kills() -> None:
     life, _ = step(RUNNING, Event.STOP, 110)
     assert step(life, Event.TICK, 144.9)[1] == ()
     life, acts = step(life, Event.TICK, 145)
-    assert acts == (Act.KILL,) and "killed" in life.reason
-    assert step(life, Event.TICK, 146)[1] == ()  # once
-    life, _ = step(life, Event.EXITED, 146, code=-9)
-    assert life.phase is Phase.STOPPED
+    assert acts == (Act.ABORT,) and "killed" in life.reason  # a stack trace in its log first
+    assert step(life, Event.TICK, 145.9)[1] == ()
+    life, acts = step(life, Event.TICK, 146)
+    assert acts == (Act.KILL,)
+    assert step(life, Event.TICK, 147)[1] == ()  # once
+    life, _ = step(life, Event.EXITED, 147, code=-9)
+    assert life.phase is Phase.STOPPED and (life.kill_at, life.aborted) == (None, False)
+
+
+def test_a_second_stop_signal_hurries_the_flush() -> None:
+    life, _ = step(RUNNING, Event.STOP, 110)
+    life, acts = step(life, Event.HURRY, 112)
+    assert acts == (Act.TERMINATE,) and life.kill_at == 117  # a second TERM, kill_grace to go
+    assert step(life, Event.TICK, 116.9)[1] == ()
+    assert step(life, Event.TICK, 117)[1] == (Act.ABORT,)
+    late, _ = step(RUNNING, Event.STOP, 110)
+    assert step(late, Event.HURRY, 144)[0].kill_at == 145  # never later than it was
+    for other in (RUNNING, Life(), replace(RUNNING, phase=Phase.BACKOFF)):
+        assert step(other, Event.HURRY, 112) == (other, ())
+
+
+def test_a_hung_worker_stopped_meanwhile_is_still_killed_at_once() -> None:
+    life, _ = step(RUNNING, Event.TICK, 161)
+    assert life.aborted
+    life, acts = step(life, Event.STOP, 161.5)
+    assert (life.phase, acts) == (Phase.STOPPING, ())  # no new 35 s deadline for a hung worker
+    assert step(life, Event.TICK, 162)[1] == (Act.KILL,)
 
 
 def test_backoff_doubles_is_capped_and_spawns_when_due() -> None:
@@ -126,10 +149,13 @@ def test_hung_worker_is_killed_once_and_restarted() -> None:
     life, _ = step(RUNNING, Event.REPORT, 150)
     assert step(life, Event.TICK, 209)[1] == ()
     life, acts = step(life, Event.TICK, 211)
-    assert acts == (Act.KILL,) and life.reason.startswith("hung")
-    assert step(life, Event.TICK, 212)[1] == ()  # not killed twice
-    life, _ = step(life, Event.EXITED, 212, code=-9)
+    assert acts == (Act.ABORT,) and life.reason.startswith("hung")
+    life, acts = step(life, Event.TICK, 212)
+    assert acts == (Act.KILL,)
+    assert step(life, Event.TICK, 213)[1] == ()  # not killed twice
+    life, _ = step(life, Event.EXITED, 213, code=-9)
     assert life.phase is Phase.BACKOFF and life.reason.startswith("hung")
+    assert (life.kill_at, life.aborted) == (None, False)
 
 
 def test_invalid_while_running_ends_failed() -> None:

@@ -114,6 +114,29 @@ def test_hung_worker_is_killed_and_restarted(tmp_path: Path, serve) -> None:
             os.kill(first, signal.SIGCONT)  # it was killed
     s.wait_state("c1", "running")
     assert "hung" in s.log_tail(200)
+    # SIGABRT (and SIGCONT) came before the KILL: where it hung is in its log
+    assert "most recent call first" in s.worker_log("c1")
+
+
+def test_a_second_stop_signal_cuts_the_flushes_short(tmp_path: Path, serve) -> None:
+    s = serve(config(tmp_path, 'rsync_args = ["--bwlimit=200"]'), *args())
+    s.wait_runtime("lxc")
+    root = rootfs(tmp_path, "c1")
+    lxc_hook(s.state_dir, "c1", "start-host", root, ON, "tandem.delay=60")
+    s.wait_state("c1", "running")
+    (root / "big").write_bytes(os.urandom(4 << 20))  # a 20 s flush at 200 KB/s
+    time.sleep(0.3)
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGINT)
+    s.wait_state("c1", "stopping")
+    time.sleep(1.0)
+    assert s.proc.poll() is None, "the first signal waits for the flush"
+    start = time.monotonic()
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(15) == 0
+    assert time.monotonic() - start < 5
+    assert "second stop signal" in s.log_tail(50)
+    assert "second stop signal: flush cut short" in s.worker_log("c1")
 
 
 def test_safety_halt_is_not_restarted(tmp_path: Path, serve) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tree, wait_until
+from tests.conftest import ROOT, tree, wait_until
 from workers.spec import ExitCode
 
 pytestmark = pytest.mark.real
@@ -88,6 +88,40 @@ def test_pid_file_left_by_a_dead_worker_is_taken(dirs, start_worker, tmp_path) -
     assert worker.stop() == 0
 
 
+def test_a_second_stop_signal_cuts_the_flush_short(dirs, start_worker) -> None:
+    """Ctrl-C twice: the first waits for the flush (here ~20 s at 200 KB/s), the
+    second ends it now with what is undelivered said (exit 4)."""
+    src, dst = dirs
+    worker = start_worker(
+        src, dst, "--delay", "60", "--stop-timeout", "60", "--rsync-arg=--bwlimit=200"
+    )  # fmt: skip
+    worker.wait_running()
+    (src / "big").write_bytes(os.urandom(4 << 20))
+    time.sleep(0.3)
+    worker.signal(signal.SIGINT)
+    wait_until(lambda: worker.status() == "stopping", 5, "stopping")
+    time.sleep(1.0)
+    assert worker.proc.poll() is None, "the first signal waits for the flush"
+    start = time.monotonic()
+    worker.signal(signal.SIGINT)
+    assert worker.wait(15) == ExitCode.SYNC_FAILED
+    assert time.monotonic() - start < 5
+    assert b"second stop signal" in worker.stderr
+
+
+def test_sigabrt_writes_every_threads_stack(dirs, start_worker, tmp_path) -> None:
+    """The supervisor's SIGABRT to a hung worker: the stacks go to stderr (the
+    worker's log), and no core file is left."""
+    src, dst = dirs
+    worker = start_worker(src, dst, "--delay", "0.1")
+    worker.wait_running()
+    worker.signal(signal.SIGABRT)
+    assert worker.wait(10) == -signal.SIGABRT
+    wait_until(lambda: b"most recent call first" in worker.stderr, 5, "a stack trace")
+    assert b"runner.py" in worker.stderr and b"Current thread" in worker.stderr
+    assert not list(ROOT.glob("core*")) and not list(tmp_path.glob("core*"))
+
+
 def test_standby_file_holds_everything_then_one_run(dirs, start_worker, tmp_path) -> None:
     src, dst = dirs
     standby = tmp_path / "standby"
@@ -97,9 +131,14 @@ def test_standby_file_holds_everything_then_one_run(dirs, start_worker, tmp_path
     wait_until(lambda: worker.status() == "standby", 10, "standby")
     time.sleep(0.5)
     assert not list(dst.iterdir()), "synced during standby (not even the initial sync may run)"
+    (src / "during").write_text("changed in standby")
+    (src / "before").write_text("edited in standby")
+    time.sleep(0.3)  # the events are held
     standby.unlink()
     worker.wait_running()
     wait_until(lambda: tree(src) == tree(dst))
+    time.sleep(0.5)
+    assert worker.syncs() == 1, "the initial sync covers what changed in standby: one run"
     standby.touch()
     wait_until(lambda: worker.status() == "standby", 5, "standby again")
     syncs = worker.syncs()
