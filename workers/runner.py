@@ -92,6 +92,7 @@ class Worker:
         self.ancestor = Ancestor(spec.snapshot_file, self.source, self.pair) if spec.snapshot_file else None
         self._scanned: Tree = {}  # SOURCE as the last full sync's scan saw it
         self._unwatched: set[str] = set()  # ... and what it found changed since synced_until
+        self._root_stale = False  # the root's attributes may differ at DEST
         self._recheck: set[str] = set()  # pending files the full sync's quick check cannot tell changed
         self._full_start: float | None = None  # wall time the last full sync in this process began
         self._watch_since: float | None = None  # wall time the watcher began
@@ -314,6 +315,8 @@ class Worker:
                 batch = self.batcher.take(now)
                 if batch is not None:
                     self._execute(batch)
+                elif self._root_stale and not self.batcher.pending:
+                    self._carry_root()
             self._heartbeat()
 
     def _pump(self, timeout: float) -> None:
@@ -443,6 +446,10 @@ class Worker:
                 return
             self._backoff(attempt)
         end = time.monotonic()
+        # The root's mtime moves with every entry made or removed in it: carried
+        # once the worker is idle (a recursive run lists the root itself).
+        if self.handler is not None and self.handler.root_attrs and not recursive:
+            self._root_stale = self._root_stale or batch.full or "" in batch.paths
         self.batcher.ran(end)
         self.batcher.settled(None if batch.full else [p for p in paths or () if p not in failed])
         if batch.full:
@@ -484,6 +491,16 @@ class Worker:
         kind = "initial sync" if initial else "full resync" if batch.full else "sync"
         log.info("%s: %d paths in %.2fs (%d pending)", kind, covered, end - start, self.batcher.pending)
         self._report("sync")
+
+    def _carry_root(self) -> None:
+        """Make the root's own attributes (mode, owner, mtime) equal at DEST: one
+        handler run of the root alone, when nothing else is pending."""
+        outcome = self._send([], False, recursive=False, root=True)
+        if outcome.verdict is Verdict.OK:
+            self._root_stale = False
+        else:
+            log.warning("the root's attributes were not carried (tried again later): %s", outcome.message)
+            self._cooldown_until = time.monotonic() + self.spec.retry_delay
 
     def _park(self, failed: tuple[str, ...], since: float, now: float) -> None:
         """Keep FAILED for their own retries; a directory is walked again then (what
@@ -628,20 +645,36 @@ class Worker:
         return kept, False, len(kept)
 
     def _send(
-        self, paths: list[str], full: bool, *, recursive: bool, progress: bool = False, checksum: bool = False
+        self,
+        paths: list[str],
+        full: bool,
+        *,
+        recursive: bool,
+        progress: bool = False,
+        checksum: bool = False,
+        root: bool = False,
     ) -> Outcome:
-        """Hand PATHS to the handler in runs of at most max_batch_paths/bytes."""
+        """Hand PATHS to the handler in runs of at most max_batch_paths/bytes (ROOT:
+        the last one makes the root's attributes equal too)."""
         assert self.handler is not None
         failed: list[str] = []
         messages: list[str] = []
         sent = 0
         whole = False  # a run failed without naming its paths
-        chunks = list(self._chunks(paths, tty=progress and _tty()))
+        chunks = list(self._chunks(paths, tty=progress and _tty())) or ([[]] if root else [])
         with self._progress("syncing", total=len(paths), enabled=progress) as advance:
-            for chunk in chunks:
+            for index, chunk in enumerate(chunks):
                 self._check_source()
+                last = index == len(chunks) - 1
                 job = Job(
-                    tuple(chunk), full, self.spec.name, self.source, self.spec.dest, recursive, checksum
+                    tuple(chunk),
+                    full,
+                    self.spec.name,
+                    self.source,
+                    self.spec.dest,
+                    recursive,
+                    checksum,
+                    root=root and last,
                 )
                 outcome = self.handler.send(job, self._deadline)
                 if outcome.verdict is Verdict.FATAL:
@@ -707,6 +740,8 @@ class Worker:
             if batch is None:
                 break
             self._execute(batch)
+        if self._root_stale:
+            self._carry_root()
         if self.batcher.pending:
             raise Halt(
                 ExitCode.SYNC_FAILED,

@@ -13,6 +13,9 @@ from workers.transfer.rsync_plan import build_argv, classify, encode_list, faile
 
 BASE = [
     "-a",
+    "-H",  # hard links, ACLs and xattrs (file capabilities) by default
+    "-A",
+    "-X",
     "--numeric-ids",
     "--from0",
     "--files-from=-",
@@ -275,3 +278,35 @@ def test_runs_compare_mtimes_to_the_nanosecond_unless_told_coarser(window: float
     assert arg in full and "--ignore-times" not in full
     incremental = build_argv("rsync", "/s", "/d", full=False, modify_window=window)
     assert "--ignore-times" in incremental and arg in incremental
+
+
+XATTR_95 = (
+    'rsync: [receiver] rsync_xal_set: lsetxattr("/dst/dir/.b.iQAjCd","user.x") failed: '
+    "Operation not supported (95)"
+)
+ACL_95 = "rsync: [receiver] set_acl: sys_acl_set_file(dir/c, ACL_TYPE_ACCESS): Operation not supported (95)"
+DENIED = 'rsync: [sender] send_files failed to open "/src/a.txt": Permission denied (13)'
+
+
+@pytest.mark.parametrize(
+    ("stderr", "verdict", "failed", "unsupported"),
+    [
+        # a DEST that cannot hold xattrs or ACLs: the files went; said, not retried for ever
+        (err(XATTR_95), Verdict.OK, (), {"xattrs"}),
+        (err(ACL_95, XATTR_95), Verdict.OK, (), {"ACLs", "xattrs"}),
+        # beside a real failure, only the real one is retried
+        (err(XATTR_95, DENIED), Verdict.PARTIAL, ("a.txt",), {"xattrs"}),
+        # EOPNOTSUPP outside the attribute functions is a real failure
+        (
+            err('rsync: [receiver] mknod "/dst/oracle.sock" failed: Operation not supported (95)'),
+            Verdict.RETRY,
+            (),
+            set(),
+        ),
+    ],
+)
+def test_attributes_a_dest_cannot_hold(
+    stderr: bytes, verdict: Verdict, failed: tuple[str, ...], unsupported: set[str]
+) -> None:
+    result = classify(23, stderr, LISTED, ROOTS)
+    assert (result.verdict, result.failed, set(result.unsupported)) == (verdict, failed, unsupported)

@@ -35,6 +35,9 @@ class Job:
     no rule can exclude anything, and only by handlers with ``recursive``).
     ``checksum``: the paths may have changed (found by ctime, not by an event):
     a handler that can compare content skips those that are equal.
+    ``root``: make the root's own attributes (mode, owner, times) equal too,
+    after the paths (a created or deleted entry changes its mtime); the root is
+    never in ``paths`` unless ``recursive``.
     """
 
     paths: tuple[str, ...]
@@ -44,6 +47,7 @@ class Job:
     dest: str
     recursive: bool = False
     checksum: bool = False
+    root: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class ConfigError(ValueError):
 
 class Handler(Protocol):
     recursive: bool  # can send a listed directory as a whole tree
+    root_attrs: bool  # carries the root's own attributes (``Job.root``)
 
     def move(self, move: Move, deadline: Deadline) -> bool:
         """Repeat a rename at DEST; False when it could not be done (then the

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 class DirectHandler:
     recursive = False
+    root_attrs = True
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.root = spec.destination.path
@@ -48,6 +49,13 @@ class DirectHandler:
                 continue
             if st is not None and stat.S_ISDIR(st.st_mode):
                 dirs.append((rel, st))
+        if job.root:
+            try:
+                dirs.insert(0, ("", os.lstat(job.source)))
+                _copy_meta(self.root, dirs[0][1])
+            except OSError as err:
+                log.warning("the root's attributes were not copied: %s", err)
+                failed.append("")
         for rel, st in reversed(dirs):  # directory times last: children change them
             path = localfs.target(self.root, rel)
             if path is not None:

@@ -21,6 +21,7 @@ from workers.transfer import ConfigError, Deadline, Job, Outcome, Verdict
 
 class PythonHandler:
     recursive = False
+    root_attrs = False  # a callable gets paths only
 
     def __init__(self, spec: WorkerSpec) -> None:
         assert spec.handler is not None

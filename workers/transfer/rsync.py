@@ -6,13 +6,14 @@ import logging
 import shlex
 import shutil
 import time
+from dataclasses import replace
 
 from workers.batching import Move
 from workers.proc import SpawnError, run
 from workers.snapshot import Tree, scan_dest, scan_dest_below, ssh_argv
 from workers.spec import WorkerSpec
 from workers.transfer import ConfigError, Deadline, Job, Outcome, Verdict, localfs
-from workers.transfer.rsync_plan import build_argv, classify, encode_list, transferred_bytes
+from workers.transfer.rsync_plan import ROOT_ONLY, build_argv, classify, encode_list, transferred_bytes
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ SCAN_TIMEOUT = 600.0
 
 class RsyncHandler:
     recursive = True  # rsync -r: its incremental recursion is ~3x faster than a 20k-path list
+    root_attrs = True
 
     def __init__(self, spec: WorkerSpec) -> None:
         if shutil.which(spec.rsync_binary) is None:
@@ -34,6 +36,7 @@ class RsyncHandler:
         self.spec = spec
         self.dest = spec.destination
         self._unreachable_until = 0.0
+        self._unsupported: set[str] = set()  # attribute kinds a receiver refused (warned once)
 
     def move(self, move: Move, deadline: Deadline) -> bool:
         if self.dest.kind == "local":
@@ -53,15 +56,21 @@ class RsyncHandler:
         return result.returncode == 0
 
     def send(self, job: Job, deadline: Deadline) -> Outcome:
-        return self._run(
-            job.source,
-            self.dest.rsync_root(),
-            job.paths,
-            deadline,
-            full=job.full,
-            recursive=job.recursive,
-            extra=("--checksum",) if job.checksum else (),  # it outranks --ignore-times
-        )
+        outcome = Outcome(Verdict.OK)
+        if job.paths:
+            outcome = self._run(
+                job.source,
+                self.dest.rsync_root(),
+                job.paths,
+                deadline,
+                full=job.full,
+                recursive=job.recursive,
+                extra=("--checksum",) if job.checksum else (),  # it outranks --ignore-times
+            )
+        if not job.root or outcome.verdict is not Verdict.OK:
+            return outcome
+        root = self._run(job.source, self.dest.rsync_root(), ("",), deadline, full=False, extra=ROOT_ONLY)
+        return replace(root, bytes=root.bytes + outcome.bytes, failed=())
 
     def transfer(
         self, source: str, paths: tuple[str, ...], *, pull: bool, backup_dir: str, deadline: Deadline
@@ -107,6 +116,14 @@ class RsyncHandler:
         verdict = classify(
             result.returncode, result.stderr, paths, (src, self.dest.path), ignored, recursive=recursive
         )
+        for kind in sorted(verdict.unsupported - self._unsupported):
+            self._unsupported.add(kind)
+            log.warning(
+                "%s cannot hold %s (Operation not supported): they are not carried there; "
+                "content, modes, owners and times are",
+                dst,
+                kind,
+            )
         message = (
             "" if verdict.verdict is Verdict.OK else f"rsync exit {result.returncode}: {result.stderr_tail()}"
         )

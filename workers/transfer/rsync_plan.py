@@ -33,8 +33,13 @@ _PARTIAL = frozenset({23})
 _FATAL = frozenset({1, 2, 4, 25, 126, 127})
 
 # The split-brain backup folder at either root is never sent, overwritten or deleted.
+# -H -A -X: a container's tree keeps its hard links, ACLs and xattrs (file
+# capabilities live there); `--rsync-arg=--no-X` (or --no-A, --no-H) turns one off.
 BASE_ARGS = (
     "-a",
+    "-H",
+    "-A",
+    "-X",
     "--numeric-ids",
     "--from0",
     "--files-from=-",
@@ -86,10 +91,16 @@ def encode_list(paths: list[str] | tuple[str, ...]) -> bytes:
     return b"".join(os.fsencode(p or ".") + b"\0" for p in paths)
 
 
+# The root's own attributes (mode, owner, times, xattrs), none of its entries: a
+# listed "." alone would send its whole first level.
+ROOT_ONLY = ("--exclude=/*",)
+
+
 @dataclass(frozen=True)
 class Classified:
     verdict: Verdict
     failed: tuple[str, ...] = ()  # for PARTIAL: the listed paths rsync named
+    unsupported: frozenset[str] = frozenset()  # "xattrs"/"ACLs" DEST's filesystem cannot hold
 
 
 def classify(
@@ -110,9 +121,39 @@ def classify(
     if returncode in _FATAL:
         return Classified(Verdict.FATAL)
     if returncode in _PARTIAL:
-        failed = failed_paths(stderr, listed, roots, recursive=recursive)
-        return Classified(Verdict.PARTIAL, failed) if failed else Classified(Verdict.RETRY)
+        unsupported, rest = attrs_unsupported(stderr)
+        if unsupported and not _errors(rest):
+            return Classified(Verdict.OK, unsupported=unsupported)  # the content went
+        failed = failed_paths(rest, listed, roots, recursive=recursive)
+        if failed:
+            return Classified(Verdict.PARTIAL, failed, unsupported)
+        return Classified(Verdict.RETRY, unsupported=unsupported)
     return Classified(Verdict.RETRY)
+
+
+# rsync_xal_set: lsetxattr(...) failed / set_acl: sys_acl_set_file(...): Operation not supported (95)
+_UNSUPPORTED = re.compile(rb"^rsync: (?:\[\w+\] )?(\w+): .*\(95\)\s*$")
+
+
+def attrs_unsupported(stderr: bytes) -> tuple[frozenset[str], bytes]:
+    """The attribute kinds a filesystem refused with EOPNOTSUPP (the file itself
+    was written), and STDERR without those lines."""
+    kinds: set[str] = set()
+    rest: list[bytes] = []
+    for line in stderr.splitlines():
+        match = _UNSUPPORTED.match(line)
+        where = match.group(1).lower() if match else b""  # the rsync function that failed
+        if b"acl" in where:
+            kinds.add("ACLs")
+        elif b"xal" in where or b"xattr" in where:
+            kinds.add("xattrs")
+        else:
+            rest.append(line)
+    return frozenset(kinds), b"\n".join(rest)
+
+
+def _errors(stderr: bytes) -> bool:
+    return any(line.strip() and not line.startswith(_NOT_ERRORS) for line in stderr.splitlines())
 
 
 _QUOTED = re.compile(rb'"(.+?)"(?=[: ]|$)')

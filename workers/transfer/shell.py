@@ -17,6 +17,7 @@ from workers.transfer.rsync_plan import encode_list
 
 class ShellHandler:
     recursive = False
+    root_attrs = False  # a command gets paths only
 
     def __init__(self, spec: WorkerSpec) -> None:
         assert spec.handler is not None
