@@ -103,6 +103,7 @@ class PairOut(BaseModel):
     last_error: str
     watches: int
     degraded: str
+    lagging: str = Field("", description="why the worker says it is behind (its health is then 503)")
     counters: Counters
 
 
@@ -234,6 +235,7 @@ def worker_out(view: WorkerView, now: float) -> WorkerOut:
             last_error=p.last_error,
             watches=p.watches,
             degraded=p.degraded,
+            lagging=p.lagging,
             counters=Counters(
                 syncs=p.syncs, files=p.files, bytes=p.bytes, failures=p.failures, resyncs=p.resyncs
             ),
@@ -278,6 +280,7 @@ def worker_health(view: WorkerView, now: float) -> WorkerHealth:
         problems.append(f"state {out.state}" + (f": {out.reason}" if out.reason else ""))
     if view.max_lag is not None and out.lag > view.max_lag:
         problems.append(f"lag {out.lag:.1f}s over its SLO of {view.max_lag:g}s")
+    problems += [f"{p.label} {p.lagging}" for p in out.pairs if p.lagging]
     return WorkerHealth(
         container=out.container,
         healthy=not problems,

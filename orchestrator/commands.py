@@ -180,6 +180,8 @@ def show(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJso
         console.print(f"    dest   {p['dest']}", soft_wrap=True)
         if p["degraded"]:
             console.print(f"    degraded: {p['degraded']}", soft_wrap=True)
+        if p.get("lagging"):
+            console.print(f"    lagging: {p['lagging']}", soft_wrap=True)
     if history:
         table = Table(box=None, pad_edge=False, title="history", title_justify="left")
         for column in ("WHEN", "EVENT", "CODE", "DETAIL"):

@@ -38,6 +38,7 @@ class PairView:
     last_error: str = ""
     watches: int = 0
     degraded: str = ""
+    lagging: str = ""  # the worker says it is behind (workers.status.lagging)
     reported: float = 0.0  # wall clock of the report these figures come from
 
     def lag_at(self, now: float) -> float:
@@ -64,6 +65,7 @@ class PairView:
             last_error=report.last_error,
             watches=report.watches,
             degraded=report.degraded,
+            lagging=report.lagging,
             reported=report.ts,
         )
 

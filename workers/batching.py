@@ -17,13 +17,24 @@ Time is passed in (``now``, seconds on a monotonic clock). Rules:
 - paths a run could not send while the rest went through (an unreadable file)
   are ``park``ed: kept with their age, out of the batches until their own backoff
   (doubling per failure) has passed, so they never hold back other changes;
-  ``settled`` forgets their failures once a run sent them.
+  ``settled`` forgets their failures once a run sent them;
+- an event storm is bounded: past ``max_pending`` paths recorded since the last
+  full batch, the next batch is a full one and new paths are left to its compare
+  (syncthing's aggregator does the same past its ``maxFiles``).
+
+Every change costs O(log n) plus what it touches (n: pending paths): prefix
+questions (a deletion, a rename) go to a sorted index of the pending paths, the
+oldest age to a heap; a batch costs O(n).
 """
 
 from __future__ import annotations
 
+import heapq
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import Enum
+
+MAX_PENDING = 50_000  # paths recorded since the last full batch before a storm collapses to one
 
 
 class Kind(Enum):
@@ -94,20 +105,54 @@ class _Parked:
     walk: bool
 
 
+class _SortedPaths:
+    """Paths in sorted order: those below a directory are one slice of it."""
+
+    def __init__(self) -> None:
+        self._paths: list[str] = []
+
+    def add(self, path: str) -> None:
+        at = bisect_left(self._paths, path)
+        if at == len(self._paths) or self._paths[at] != path:
+            self._paths.insert(at, path)
+
+    def discard(self, path: str) -> None:
+        at = bisect_left(self._paths, path)
+        if at < len(self._paths) and self._paths[at] == path:
+            del self._paths[at]
+
+    def pop_below(self, directory: str) -> list[str]:
+        """Remove and return every path below DIRECTORY (not DIRECTORY itself)."""
+        low = bisect_left(self._paths, directory + "/")
+        high = bisect_left(self._paths, directory + "0", low)  # "0" follows "/"
+        below = self._paths[low:high]
+        del self._paths[low:high]
+        return below
+
+    def reset(self, paths: list[str]) -> None:
+        self._paths = sorted(paths)
+
+
 @dataclass
 class Batcher:
     delay: float = 1.0
     sync_interval: float = 0.0
     bigfile_threshold: int = 0
     bigfile_delay: float = 30.0
+    max_pending: int = MAX_PENDING
 
     _pending: dict[str, _Entry] = field(default_factory=dict)
+    _sorted: _SortedPaths = field(default_factory=_SortedPaths)  # the keys of _pending
+    _ages: list[tuple[float, str]] = field(default_factory=list)  # heap; stale items skipped
+    _added: int = 0  # paths changes recorded since the last full batch
     _moves: list[Move] = field(default_factory=list)
     _full_since: float | None = None
     _normal_since: float | None = None
     _big_since: float | None = None
     _parked: dict[str, _Parked] = field(default_factory=dict)
     _failures: dict[str, int] = field(default_factory=dict)  # per parked path, until settled
+    _parked_since: float | None = None  # the oldest and the earliest due of _parked
+    _parked_due: float | None = None
     _last_run_end: float | None = None
 
     # -- input ------------------------------------------------------------
@@ -117,6 +162,8 @@ class Batcher:
             self.request_full(now)
         elif change.kind is Kind.MOVED:
             self._add_move(change, now)
+        elif self._storm(change.path, now):
+            return  # a full batch is due: its compare covers this path
         elif change.kind is Kind.DELETED:
             self._drop_below(change.path)
             self._touch(change.path, now)
@@ -137,8 +184,7 @@ class Batcher:
         if batch.full:
             self._full_since = since if self._full_since is None else min(self._full_since, since)
         for path in batch.paths if paths is None else paths:
-            entry = self._touch(path, since, walk=path in batch.walk)
-            entry.since = min(entry.since, since)
+            self._age(path, self._touch(path, since, walk=path in batch.walk), since)
 
     def park(
         self,
@@ -158,6 +204,7 @@ class Batcher:
             if parked is not None:
                 since = min(since, parked.since)
             self._parked[path] = _Parked(since=since, due=due, walk=path in walk)
+        self._sum_parked()
 
     def settled(self, paths: tuple[str, ...] | list[str] | None = None) -> None:
         """A run sent PATHS (None: everything, a full sync): their failures are over."""
@@ -183,14 +230,12 @@ class Batcher:
 
     def oldest(self) -> float | None:
         """When the oldest change still pending was seen (for lag)."""
-        times = [e.since for e in self._pending.values()] + [p.since for p in self._parked.values()]
-        if self._full_since is not None:
-            times.append(self._full_since)
+        times = [t for t in (self._full_since, self._parked_since, self._oldest_pending()) if t is not None]
         return min(times) if times else None
 
     def ready_at(self) -> float | None:
         """The earliest time at which ``take`` would return a batch (None: nothing)."""
-        windows = [p.due for p in self._parked.values()]
+        windows = [] if self._parked_due is None else [self._parked_due]
         if self._full_since is not None:
             windows.append(self._full_since + self.delay)
         if self._normal_since is not None:
@@ -226,9 +271,9 @@ class Batcher:
             return None
         for path in taken:
             del self._pending[path]
+        self._reindex()
         moves = tuple(self._moves)  # renames go with the first batch that runs, big or not
         self._moves.clear()
-        self._recompute_windows()
         return Batch(
             paths=tuple(sorted(taken)),
             walk=frozenset(p for p, e in taken.items() if e.walk),
@@ -239,17 +284,36 @@ class Batcher:
 
     # -- internals --------------------------------------------------------
 
+    def _storm(self, path: str, now: float) -> bool:
+        """Past ``max_pending`` new paths since the last full batch, a full batch is
+        due and new paths are not recorded (True: leave PATH to the full compare)."""
+        if path in self._pending:
+            return False
+        if self._added >= self.max_pending:
+            self.request_full(now)
+            return True
+        self._added += 1
+        return False
+
     def _unpark(self, now: float, flush: bool) -> None:
         """Parked paths whose backoff is over (all with FLUSH) join the pending ones."""
+        if not flush and (self._parked_due is None or now < self._parked_due):
+            return
         for path in [p for p, parked in self._parked.items() if flush or parked.due <= now]:
             parked = self._parked.pop(path)
-            entry = self._touch(path, parked.since, walk=parked.walk)
-            entry.since = min(entry.since, parked.since)
+            self._age(path, self._touch(path, parked.since, walk=parked.walk), parked.since)
+        self._sum_parked()
+
+    def _sum_parked(self) -> None:
+        self._parked_since = min((p.since for p in self._parked.values()), default=None)
+        self._parked_due = min((p.due for p in self._parked.values()), default=None)
 
     def _touch(self, path: str, now: float, *, walk: bool = False, big: bool = False) -> _Entry:
         entry = self._pending.get(path)
         if entry is None:
             entry = self._pending[path] = _Entry(since=now)
+            self._sorted.add(path)
+            self._push(now, path)
         entry.walk = entry.walk or walk
         entry.moved_only = False
         entry.big = big
@@ -259,12 +323,40 @@ class Batcher:
             self._normal_since = now
         return entry
 
+    def _age(self, path: str, entry: _Entry, since: float) -> None:
+        """PATH's change is at least as old as SINCE."""
+        if since < entry.since:
+            entry.since = since
+            self._push(since, path)
+
+    def _push(self, since: float, path: str) -> None:
+        if len(self._ages) > 2 * len(self._pending) + 1024:  # mostly stale: start again
+            self._ages = [(e.since, p) for p, e in self._pending.items()]
+            heapq.heapify(self._ages)
+        heapq.heappush(self._ages, (since, path))
+
+    def _oldest_pending(self) -> float | None:
+        ages = self._ages
+        while ages:
+            since, path = ages[0]
+            entry = self._pending.get(path)
+            if entry is not None and entry.since == since:
+                return since
+            heapq.heappop(ages)  # the path went (or was renamed), or its age was lowered since
+        return None
+
     def _add_move(self, change: Change, now: float) -> None:
         old, new = change.path, change.dest_path
-        prefix = old + "/"
-        for path in [p for p in self._pending if p == old or p.startswith(prefix)]:
+        below = self._sorted.pop_below(old)
+        if old in self._pending:
+            self._sorted.discard(old)
+            below.append(old)
+        for path in below:
             entry = self._pending.pop(path)
-            self._pending[new + path[len(old) :]] = entry
+            renamed = new + path[len(old) :]
+            self._pending[renamed] = entry
+            self._sorted.add(renamed)
+            self._push(entry.since, renamed)
         self._touch(old, now)
         moved = self._pending.get(new)
         if moved is None:
@@ -273,8 +365,7 @@ class Batcher:
         self._moves.append(Move(old, new, change.is_dir))
 
     def _drop_below(self, path: str) -> None:
-        prefix = path + "/"
-        for child in [p for p in self._pending if p.startswith(prefix)]:
+        for child in self._sorted.pop_below(path):
             del self._pending[child]
 
     def _walked_above(self, path: str) -> bool:
@@ -285,7 +376,12 @@ class Batcher:
                 return True
         return False
 
-    def _recompute_windows(self) -> None:
+    def _reindex(self) -> None:
+        """After a batch took some of the pending paths: the index, the ages and
+        the windows of what is left (O(what is left))."""
+        self._sorted.reset(list(self._pending))
+        self._ages = [(e.since, p) for p, e in self._pending.items()]
+        heapq.heapify(self._ages)
         normal = [e.since for e in self._pending.values() if not e.big]
         big = [e.since for e in self._pending.values() if e.big]
         self._normal_since = min(normal) if normal else None
@@ -293,6 +389,10 @@ class Batcher:
 
     def _reset(self) -> None:
         self._pending.clear()
+        self._sorted.reset([])
+        self._ages.clear()
+        self._added = 0
         self._parked.clear()  # a full batch compares everything: they are in it
+        self._sum_parked()
         self._moves.clear()
         self._full_since = self._normal_since = self._big_since = None

@@ -1,8 +1,10 @@
 """The worker's main loop: watch, initial sync, batches, flush on stop.
 
 One thread owns all state (the batcher, counters, rules). The watcher thread
-and the signal handlers only put items into ``self.inbox``; this loop takes
-them out. Order of a life:
+puts changes into ``self.inbox``, the signal handlers put signals into
+``self._signals`` (and wake the inbox); this loop takes them out, signals
+first, and inbox items for at most PUMP_SLICE at a time, so that a storm of
+events never holds back a batch, a heartbeat or a stop. Order of a life:
 
 1. check SOURCE, rules and handler (any problem: exit CONFIG, DEST untouched);
 2. start the watcher (its events wait in the inbox);
@@ -15,6 +17,7 @@ them out. Order of a life:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -39,7 +42,7 @@ from workers.resolver import mirror_list, unlike
 from workers.snapshot import Entry, ScanError, Tree, scan_local, under_real_dirs
 from workers.spec import ExitCode, Status, WorkerSpec
 from workers.splitbrain import is_backup, same
-from workers.status import Reporter
+from workers.status import Reporter, lagging
 from workers.transfer import ConfigError, Handler, Job, Outcome, Verdict, make_handler
 from workers.watcher import Watcher
 
@@ -53,6 +56,8 @@ FLUSH_ROUNDS = 3  # runs the stop's flush may take: a full one, its pending path
 DEGRADED_RESCAN = 30.0  # periodic rescan when inotify cannot cover the tree
 HOOK_TIMEOUT = 30.0
 DRAIN_QUIET = 0.7  # longer than watchdog's rename-pairing delay (0.5 s)
+PUMP_SLICE = 0.1  # s: the longest the loop takes inbox items before it looks at batches again
+WAKE = ("wake", 0)  # put into the inbox by a signal: the loop's wait for an event ends
 
 
 class Halt(Exception):
@@ -68,6 +73,8 @@ class Worker:
         self.spec = spec
         self.source = os.path.abspath(spec.source)
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._signals: collections.deque[int] = collections.deque()  # ahead of the inbox
+        self._inbox_empty_at = 0.0  # wall time the inbox was last seen empty
         self.batcher = Batcher(
             delay=spec.delay,
             sync_interval=spec.sync_interval,
@@ -204,6 +211,7 @@ class Worker:
         quiet_since = start = time.monotonic()
         while (now := time.monotonic()) - quiet_since < DRAIN_QUIET and now - start < SETTLE_MAX:
             self._heartbeat()
+            self._take_signals()
             try:
                 item = self.inbox.get(timeout=0.05)
             except queue.Empty:
@@ -254,9 +262,10 @@ class Worker:
         self.signal(signum)
 
     def signal(self, signum: int) -> None:
-        """Queue SIGNUM for the loop (safe from a signal handler or another thread).
-        A stop signal sets the flush's deadline; a second one makes it now (a
-        second Ctrl-C does not wait for the flush)."""
+        """Queue SIGNUM for the loop, ahead of the events waiting in the inbox
+        (safe from a signal handler or another thread). A stop signal sets the
+        flush's deadline; a second one makes it now (a second Ctrl-C does not
+        wait for the flush)."""
         if signum in (signal.SIGTERM, signal.SIGINT):
             now = time.monotonic()
             if self._signalled:
@@ -264,14 +273,16 @@ class Worker:
             self._signalled = True
             deadline = now + self.spec.stop_timeout
             self._stop_at = deadline if self._stop_at is None else min(self._stop_at, deadline)
-        self.inbox.put(("signal", signum))
+        self._signals.append(signum)
+        self.inbox.put(WAKE)  # SimpleQueue.put is reentrant
 
     def request_stop(self) -> None:
         """Flush and stop (the parent is gone, another pair ended): not a signal,
         so the first real stop signal after it is not taken for a second."""
         if self._stop_at is None:
             self._stop_at = time.monotonic() + self.spec.stop_timeout
-        self.inbox.put(("stop", 0))
+        self._signals.append(signal.SIGTERM)
+        self.inbox.put(WAKE)
 
     def _start_watcher(self) -> None:
         watcher = Watcher(
@@ -320,17 +331,26 @@ class Worker:
             self._heartbeat()
 
     def _pump(self, timeout: float) -> None:
-        """Take everything from the inbox (waiting up to TIMEOUT for the first)."""
-        try:
-            item = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            self._apply(item)
+        """Take the signals, then inbox items (waiting up to TIMEOUT for the first)
+        for at most PUMP_SLICE, or until a stop request comes."""
+        stopping = self._stopping
+        self._take_signals()
+        end = time.monotonic() + PUMP_SLICE
+        while self._stopping == stopping:
             try:
-                item = self.inbox.get_nowait()
+                item = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
             except queue.Empty:
+                self._inbox_empty_at = time.time()
                 return
+            timeout = 0
+            self._apply(item)
+            self._take_signals()
+            if time.monotonic() >= end:
+                return
+
+    def _take_signals(self) -> None:
+        while self._signals:
+            self._on_signal_taken(self._signals.popleft())
 
     def _apply(self, item: Any) -> None:
         now = time.monotonic()
@@ -343,13 +363,15 @@ class Worker:
         kind, value = item
         if kind == "degraded":
             self._degrade(value)
-        elif kind == "stop" or value in (signal.SIGTERM, signal.SIGINT):
+
+    def _on_signal_taken(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
             self._stopping = True
-        elif value == signal.SIGHUP:
+        elif signum == signal.SIGHUP:
             self._reload_rules()
-        elif value == signal.SIGUSR2:
+        elif signum == signal.SIGUSR2:
             log.info("full resync requested")
-            self.batcher.request_full(now)
+            self.batcher.request_full(time.monotonic())
 
     def _degrade(self, why: str) -> None:
         self.reporter.degraded = why
@@ -524,6 +546,8 @@ class Worker:
         oldest = self.batcher.oldest()
         if oldest is not None:
             until = min(until, time.time() - (time.monotonic() - oldest))
+        if not self.inbox.empty():  # the changes still in it were reported after it was last empty
+            until = min(until, self._inbox_empty_at)
         watched = self._watch_since is not None and self._watch_since <= self._full_start
         if not watched or self.reporter.degraded:
             until = min(until, self._full_start)
@@ -751,13 +775,17 @@ class Worker:
     def _drain(self) -> None:
         """Take in every change still on its way (kernel queue, watchdog's 0.5 s
         rename pairing): until the inbox stays quiet for DRAIN_QUIET, within the
-        stop deadline."""
+        stop deadline; changes it could not take in are left to a full sync."""
         end = self._stop_at if self._stop_at is not None else time.monotonic() + DRAIN_QUIET
         quiet_since = time.monotonic()
         while (now := time.monotonic()) - quiet_since < DRAIN_QUIET and now < end:
             if not self.inbox.empty():
                 quiet_since = now
             self._pump(0.05)
+            self._heartbeat()
+        if not self.inbox.empty():
+            log.warning("stop deadline reached with changes still to take in: full sync")
+            self.batcher.request_full(time.monotonic())
 
     def _hook(self, command: str | None, what: str) -> None:
         if not command:
@@ -776,7 +804,14 @@ class Worker:
         self.reporter.phase(status, pending=self.batcher.pending, lag=self._lag(), watches=self._watches())
 
     def _report(self, event: str) -> None:
-        self.reporter.emit(event, pending=self.batcher.pending, lag=self._lag(), watches=self._watches())
+        lag = self._lag()
+        self.reporter.lagging = lagging(lag, self.batcher.pending, self._window())
+        self.reporter.emit(event, pending=self.batcher.pending, lag=lag, watches=self._watches())
+
+    def _window(self) -> float:
+        """The longest a change may wait by the worker's own settings."""
+        big = self.spec.bigfile_delay if self.spec.bigfile_threshold > 0 else 0.0
+        return max(self.spec.delay, big) + self.spec.sync_interval
 
     def _heartbeat(self) -> None:
         now = time.monotonic()

@@ -284,4 +284,5 @@ class StatusReport(BaseModel):
     last_error: str = ""
     watches: int = 0
     degraded: str = ""  # why inotify cannot cover the tree (periodic rescans instead)
+    lagging: str = ""  # why the worker is behind: its lag went LAGGING_AFTER past its collect window
     exit_code: int | None = None

@@ -15,6 +15,17 @@ from dataclasses import asdict, dataclass
 
 from workers.spec import Status, StatusReport, WorkerSpec
 
+LAGGING_AFTER = 60.0  # s of lag past the worker's own collect windows: behind, not batching
+
+
+def lagging(lag: float, pending: int, window: float) -> str:
+    """Why a worker whose oldest pending change is LAG seconds old is not keeping
+    up ('' while it is): a busy worker still heartbeats, so its status alone
+    says ``running``; the supervisor's health check reads this."""
+    if lag <= window + LAGGING_AFTER:
+        return ""
+    return f"behind: oldest change {lag:.0f}s old, {pending} paths pending"
+
 
 @dataclass
 class Counters:
@@ -49,6 +60,7 @@ class Reporter:
         self.status = Status.STARTING
         self.counters = Counters()
         self.degraded = ""
+        self.lagging = ""
         self._silent = not spec.json_status
 
     def phase(self, status: Status, *, pending: int = 0, lag: float = 0.0, watches: int = 0) -> None:
@@ -80,6 +92,7 @@ class Reporter:
             watches=watches,
             exit_code=exit_code,
             degraded=self.degraded,
+            lagging=self.lagging,
             **asdict(self.counters),
         )
         line = json.dumps(report.model_dump(mode="json"), separators=(",", ":")) + "\n"

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestrator.api import worker_health
+from orchestrator.state import PairView, WorkerView
 from tests.conftest import ROOT, tree, wait_until
 from tests.orchestrator.test_supervisor import ON, args, config, dest, rootfs
 from tests.serve import Serve, lxc_hook, serve_fixture  # noqa: F401
@@ -271,6 +273,18 @@ def test_health_follows_the_lag_slo(tmp_path: Path, serve) -> None:
         assert client.get("/healthz").json() == {"status": "ok", "detail": ""}
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["runtimes"]["lxc"]["connected"] is True
+
+
+@pytest.mark.parametrize(
+    ("lagging", "healthy"), [("", True), ("behind: oldest change 454s old, 14160 paths pending", False)]
+)
+def test_health_is_503_while_a_running_worker_says_it_is_behind(lagging: str, healthy: bool) -> None:
+    # No lag SLO set: a busy worker heartbeats and says "running"; its own verdict counts.
+    pair = PairView("data", "/src", "/dst", status="running", pending=14_160, lag=454.0, lagging=lagging)
+    view = WorkerView("c1", "lxc", "running", pairs=(pair,))
+    health = worker_health(view, now=0.0)
+    assert health.healthy is healthy and health.state == "running"
+    assert (lagging in health.detail) if lagging else health.detail == ""
 
 
 def test_readyz_is_503_while_a_runtime_is_missing(tmp_path: Path, serve) -> None:
