@@ -34,6 +34,7 @@ journal of every operation on its path, also written to WORKDIR/journal.txt.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import heapq
 import itertools
@@ -69,6 +70,8 @@ STOP_WAIT = 90.0  # seconds for a worker to reach "stopped" after its container 
 READY_WAIT = 90.0  # seconds for a started container's worker to reach "running"
 SAMPLE_EVERY = 1.0
 MAX_ENTRIES = 150  # per operations folder; above it deletions win
+MAX_PULLS = 20  # pulled paths explained in the summary
+LOG_LINES = 12  # a worker's log lines shown per reported path (the last ones that name it)
 BACKUP = b".tandem-backup"  # where a split-brain puts the losing side's files
 KEEP = b".soak-keep"  # one file per operations folder that no operation touches (below)
 DONE_STATES = ("stopped", "failed", "halted")
@@ -177,6 +180,7 @@ class Result:
     lost_paths: int = 0  # different (container, mount, path) ever lost
     reverted: int = 0  # SOURCE files a split-brain replaced with DEST's (moved to SOURCE/.tandem-backup)
     pulled: int = 0  # paths the workers' split-brain checks took from DEST (from their logs)
+    pulls: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_PULLS of them, explained
     drift: int = 0  # entries equal in content whose mtime differs at DEST (what a check then pulls)
     drift_examples: list[str] = field(default_factory=list)
     losses: list[dict[str, Any]] = field(default_factory=list)
@@ -559,6 +563,53 @@ def _pulled(logs: Path) -> int:
     return sum(int(m.group(1)) for log in logs.glob("*.log") for m in found.finditer(log.read_bytes()))
 
 
+_CHECK_LINE = re.compile(rb"^(\S+ [\d:]+,\d+) tandem\[([^\]/]+)/([^\]]+)\] \w+ split-brain (.*)$")
+_PULL = re.compile(r"pull ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"): ")
+
+
+def _pull_lines(logs: Path) -> list[tuple[str, str, bytes, list[str]]]:
+    """(container, mount, path, the check's lines about it) for every path a
+    split-brain check pulled, from the workers' logs (``splitbrain.explain``)."""
+    found = []
+    for log in sorted(logs.glob("*.log")):
+        check: list[str] = []
+        for line in log.read_bytes().splitlines():
+            if not (match := _CHECK_LINE.match(line)):
+                continue
+            text = line.decode(errors="replace")
+            said = match.group(4).decode(errors="replace")
+            if said.startswith("decision:"):
+                check = [text]
+            elif said.startswith("latest change"):
+                check.append(text)
+            elif pulled := _PULL.match(said):
+                path = os.fsencode(ast.literal_eval(pulled.group(1)))
+                found.append((match.group(2).decode(), match.group(3).decode(), path, [*check, text]))
+    return found
+
+
+def _log_mentions(log: Path, path: bytes, skip: str = "split-brain") -> list[str]:
+    """The last LOG_LINES lines of a worker's log that name PATH's last component
+    (as the watcher's events and the log print it), SKIP lines left out."""
+    name = repr(os.path.basename(path))[2:-1].encode()
+    if not name or not log.exists():
+        return []
+    skipped = skip.encode()
+    lines = [line for line in log.read_bytes().splitlines() if name in line and skipped not in line]
+    return [line.decode(errors="replace")[:300] for line in lines[-LOG_LINES:]]
+
+
+def _meta(root: Path, rel: bytes) -> str:
+    """REL below ROOT as type, size, mode and mtime (or absent)."""
+    try:
+        st = os.lstat(os.path.join(os.fsencode(root), rel))
+    except OSError:
+        return "absent"
+    kind = "l" if stat.S_ISLNK(st.st_mode) else "d" if stat.S_ISDIR(st.st_mode) else "f"
+    mode = stat.S_IMODE(st.st_mode)
+    return f"{kind} {st.st_size} {mode:o} {st.st_mtime_ns / 1e9:.6f} ({st.st_nlink} links)"
+
+
 def _clock(wall: float) -> str:
     """HH:MM:SS.mmm, as in the supervisor's and the workers' logs."""
     return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall % 1 * 1000):03d}"
@@ -663,6 +714,7 @@ class Soak:
         self._stop_supervisor()
         self.sampler.stop()
         self.result.pulled = _pulled(self.serve.state_dir / "logs")
+        self._explain_pulls()
         self._report(self.result.elapsed)
 
     def _stop_supervisor(self) -> None:
@@ -873,6 +925,7 @@ class Soak:
                             "source": repr(source.get(path))[:120],
                             "links": _links(mount.source, path),
                             "history": self._history(box, mount, path),
+                            "log": _log_mentions(self.serve.state_dir / "logs" / f"{box.name}.log", path),
                             "dest": repr(dest.get(path))[:120],
                         }
                     )
@@ -918,6 +971,28 @@ class Soak:
                 )
         if found:
             self.config.progress(f"soak: REVERTED at {box.name}/{mount.name}: {sorted(found)[:5]}")
+
+    def _explain_pulls(self) -> None:
+        """Each path the checks pulled (the first MAX_PULLS): what the check saw and
+        decided, the worker's log lines about it, the journal, both sides now."""
+        logs = self.serve.state_dir / "logs"
+        mounts = {(b.name, m.name): (b, m) for b in self.boxes for m in b.mounts}
+        for container, name, path, check in _pull_lines(logs)[:MAX_PULLS]:
+            if (found := mounts.get((container, name))) is None:
+                continue
+            box, mount = found
+            self.result.pulls.append(
+                {
+                    "container": container,
+                    "mount": name,
+                    "path": repr(path)[2:-1],
+                    "check": check,
+                    "log": _log_mentions(logs / f"{container}.log", path),
+                    "history": self._history(box, mount, path),
+                    "source": _meta(mount.source, path),
+                    "dest": _meta(mount.dest, path),
+                }
+            )
 
     def _remove(self, box: Box) -> None:
         if box.runtime == "docker":
@@ -1154,6 +1229,16 @@ def summary(r: Result) -> str:
             if (where := (x["container"], x["mount"], x["path"])) not in told:  # its journal once
                 told.add(where)
                 lines += [f"      {line}" for line in x["history"]]
+                lines += [f"      log: {line}" for line in x.get("log", ())]
+    if r.pulls:
+        lines.append(f"pulls ({len(r.pulls)} listed; the check, the worker's log and the journal of each):")
+        for x in r.pulls:
+            lines.append(
+                f"  {x['container']}/{x['mount']}: {x['path']!r} now: source {x['source']}; dest {x['dest']}"
+            )
+            lines += [f"      check: {line}" for line in x["check"]]
+            lines += [f"      log: {line}" for line in x["log"]]
+            lines += [f"      {line}" for line in x["history"]]
     lines.append("OK: nothing lost" if r.ok else "FAILED")
     return "\n".join(lines)
 
