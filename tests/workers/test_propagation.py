@@ -284,6 +284,39 @@ def test_the_ancestor_follows_a_renamed_directory(dirs, start_worker, tmp_path) 
     assert not (src / "e" / "sub" / "x").exists() and not (dst / "e" / "sub" / "x").exists()
 
 
+def test_the_ancestor_keeps_a_folders_files_when_the_folder_changes_during_a_run(
+    dirs, start_worker, tmp_path
+) -> None:
+    """Found by the soak: a run that listed folder d while a file was made in d
+    (d's ctime after the run began) dropped every entry below d from the ancestor,
+    so a file there that the container deleted before the next start's check
+    looked made at DEST, and the check brought it back."""
+    src, dst = dirs
+    snapshot = tmp_path / "state" / "snap.json.gz"
+    arm = tmp_path / "arm"
+    rsync = tmp_path / "rsync-making-a-file-in-d"  # a change in d while the run is on
+    make_z = f"if [ -e {arm} ]; then rm {arm}; echo z > {src}/d/z; fi"
+    rsync.write_text(f'#!/bin/sh\n{make_z}\nexec {shutil.which("rsync")} "$@"\n')
+    rsync.chmod(0o755)
+    (src / "d").mkdir()
+    (src / "d" / "x").write_text("x")
+    args = ("--delay", "0.1", "--snapshot-file", str(snapshot), "--rsync-binary", str(rsync))
+    worker = start_worker(src, dst, *args)
+    worker.wait_running()
+    arm.touch()
+    (src / "d" / "y").write_text("y")
+    wait_until(lambda: (dst / "d" / "y").exists() and (dst / "d" / "z").exists(), 5, "y and z at DEST")
+    assert worker.stop() == 0 and not arm.exists()
+    with gzip.open(snapshot, "rt") as f:
+        entries = json.load(f)["entries"]
+    assert {"d", "d/x", "d/y", "d/z"} <= set(entries)
+    (src / "d" / "x").unlink()  # while stopped
+    worker = start_worker(src, dst, *args, "--split-brain", "newest")
+    worker.wait_running()
+    assert worker.stop() == 0
+    assert not (src / "d" / "x").exists() and not (dst / "d" / "x").exists()
+
+
 @pytest.mark.parametrize("flag", ["--skip-initial-sync", "--only-initial-sync"])
 def test_initial_sync_flags(dirs, start_worker, flag: str) -> None:
     src, dst = dirs
