@@ -317,6 +317,29 @@ def test_the_ancestor_keeps_a_folders_files_when_the_folder_changes_during_a_run
     assert not (src / "d" / "x").exists() and not (dst / "d" / "x").exists()
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 3")
+def test_a_log_rotated_while_its_run_is_on_keeps_each_content_under_its_name(dirs, start_worker) -> None:
+    """rsync lists app.log (size, mtime), then sends the large file listed before
+    it while app.log is renamed to app.log.1 and a new app.log is written; it opens
+    app.log by name and sends the new log with the old log's mtime, and the next
+    batch's rename at DEST carries that content to app.log.1."""
+    src, dst = dirs
+    (src / "app.log").write_bytes(b"old log line\n" * 1000)
+    worker = start_worker(src, dst, "--delay", "0.1", "--rsync-arg=--bwlimit=2000")
+    worker.wait_running()
+    (src / "a-big").write_bytes(os.urandom(4 << 20))  # 2 s at 2 MB/s, sent before app.log
+    with open(src / "app.log", "ab") as log:  # in the same batch
+        log.write(b"last line\n")
+    wait_until(lambda: any(p.name.startswith(".a-big.") for p in dst.iterdir()), 5, "the run sending a-big")
+    (src / "app.log").rename(src / "app.log.1")
+    (src / "app.log").write_bytes(b"new log\n")
+    wait_until(
+        lambda: (dst / "app.log.1").exists() and (dst / "app.log").exists(), 10, "the rotation at DEST"
+    )
+    converged(src, dst, timeout=5)
+    assert worker.stop() == 0
+
+
 @pytest.mark.parametrize("flag", ["--skip-initial-sync", "--only-initial-sync"])
 def test_initial_sync_flags(dirs, start_worker, flag: str) -> None:
     src, dst = dirs
