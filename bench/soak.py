@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import gzip
 import heapq
 import itertools
 import json
@@ -111,9 +112,15 @@ HOST_KINDS = {  # kind -> weight, operations on the host side of the mount
     "symlink": 4,
     "hardlink": 3,
     "write-linked": 3,
+    "log-rotate": 3,
+    "save-atomic": 3,
+    "save-vim": 3,
+    "save-emacs": 3,
 }
 PRUNE_KINDS = {"delete-file": 5, "delete-tree": 3, "rename-file": 1, "append": 1}
 EXEC_KINDS = {"exec-create": 3, "exec-append": 3, "exec-mkdir": 2, "exec-rename": 2, "exec-delete": 1}
+SAVES = ("save-atomic", "save-vim", "save-emacs")  # how editors replace a file they save
+LOG = b"app.log"  # log-rotate's file, in any folder
 FILE_MODES = (0o644, 0o600, 0o640, 0o664, 0o755, 0o444)
 DIR_MODES = (0o755, 0o700, 0o750, 0o775)
 
@@ -182,6 +189,7 @@ class Result:
     pulled: int = 0  # paths the workers' split-brain checks took from DEST (from their logs)
     pulls: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_PULLS of them, explained
     drift: int = 0  # entries equal in content whose mtime differs at DEST (what a check then pulls)
+    ancestor_gaps: int = 0  # DEST entries the snapshot saved at a stop lacks or holds otherwise
     drift_examples: list[str] = field(default_factory=list)
     losses: list[dict[str, Any]] = field(default_factory=list)
     syncs: int = 0
@@ -316,7 +324,7 @@ class Operator:
     def host(self, kind: str, mount: Mount, tree: Tree) -> tuple[str, list[bytes]]:
         """Do KIND, or what comes nearest when the tree has nothing for it to act on;
         returns what was done and the paths it touched."""
-        if kind in ("append", "overwrite-same-size", "overwrite-same-mtime", "truncate", "chmod"):
+        if kind in ("append", "overwrite-same-size", "overwrite-same-mtime", "truncate", "chmod", *SAVES):
             kind = kind if tree.single else "create"
         elif kind == "write-linked" and not tree.linked:
             kind = "hardlink"
@@ -432,6 +440,61 @@ class Operator:
             with open(path, "ab") as handle:
                 handle.write(self.rng.randbytes(self.rng.randint(1, 512)))
         return [path]
+
+    def edited(self, tree: Tree) -> bytes:
+        """A file an editor saves: not one of the editors' own backups (NAME~)."""
+        return self.rng.choice([p for p in tree.single if not p.endswith(b"~")] or tree.single)
+
+    def op_save_atomic(self, mount: Mount, tree: Tree) -> list[bytes]:
+        """A new version written to a temp file beside the file, renamed over it."""
+        path = self.edited(tree)
+        head, name = os.path.split(path)
+        temp = os.path.join(head, b".%s.tmp%d" % (name, next(self.serial)))
+        self.write_new(mount, temp, self.content())
+        os.rename(temp, path)
+        return [temp, path]
+
+    def op_save_vim(self, mount: Mount, tree: Tree) -> list[bytes]:
+        """Vim's backup-by-rename: NAME to NAME~, NAME written anew, NAME~ removed."""
+        path = self.edited(tree)
+        backup = path + b"~"
+        os.rename(path, backup)
+        self.write_new(mount, path, self.content())
+        os.unlink(backup)
+        return [path, backup]
+
+    def op_save_emacs(self, mount: Mount, tree: Tree) -> list[bytes]:
+        """Emacs: the lock symlink .#NAME (dangling), NAME renamed over NAME~ (made
+        first when missing, so the rename replaces a file), NAME written anew, the
+        lock removed."""
+        path = self.edited(tree)
+        head, name = os.path.split(path)
+        backup, lock = path + b"~", os.path.join(head, b".#" + name)
+        if not os.path.lexists(backup):
+            self.write_new(mount, backup, self.content())
+        os.symlink(b"root@soak.%d:1700000000" % os.getpid(), lock)
+        self.own(mount, lock)
+        os.rename(path, backup)
+        self.write_new(mount, path, self.content())
+        os.unlink(lock)
+        return [path, backup, lock]
+
+    def rotate_big(self, mount: Mount, tree: Tree) -> bytes:
+        """log-rotate's first step: a large append to some folder's app.log (made
+        when missing), so that the rotation can land while its sync runs."""
+        path = os.path.join(self.rng.choice(tree.dirs), LOG)
+        existed = os.path.lexists(path)
+        with open(path, "ab") as handle:
+            handle.write(self.rng.randbytes(self.rng.randint(256 << 10, 2 << 20)))
+        if not existed:
+            self.own(mount, path)
+        return path
+
+    def rotate(self, mount: Mount, path: bytes) -> list[bytes]:
+        """app.log renamed to app.log.1 (over the last one), a new app.log written."""
+        os.rename(path, path + b".1")
+        self.write_new(mount, path, self.rng.randbytes(self.rng.randint(1, 4096)))
+        return [path, path + b".1"]
 
     def rewrite(self, path: bytes, size: int) -> None:
         """New content of exactly SIZE bytes (at least one), written in place."""
@@ -898,6 +961,7 @@ class Soak:
     def _compare(self, box: Box, mount: Mount) -> None:
         self._reverted(box, mount)
         self._drift(box, mount)
+        self._ancestor_gaps(box, mount)
         loss = compare(mount.source, mount.dest)
         with self.lock:
             r = self.result
@@ -945,6 +1009,43 @@ class Soak:
         with self.lock:
             self.result.drift += len(found)
             self.result.drift_examples += found[: max(0, 20 - len(self.result.drift_examples))]
+
+    def _ancestor_gaps(self, box: Box, mount: Mount) -> None:
+        """DEST entries the worker's saved ancestor lacks or holds with another type,
+        size or mtime. After a stop's flush both sides and the ancestor are the
+        same; a gap is what the next start's check takes for a change at DEST
+        (and pulls, when the container changed that path before the check)."""
+        saved = self.serve.state_dir / "snapshots" / box.name / f"{mount.name}.json.gz"
+        try:
+            with gzip.open(saved, "rt", encoding="utf-8") as handle:
+                entries = json.load(handle)["entries"]
+        except (OSError, ValueError, KeyError):
+            return
+        gaps = []
+        for path, (kind, mtime) in _mtimes(mount.dest).items():
+            known = entries.get(os.fsdecode(path))
+            size = os.lstat(os.path.join(os.fsencode(mount.dest), path)).st_size if kind != "d" else 0
+            if known is None or known[0] != kind or (kind != "d" and (known[1], known[2]) != (size, mtime)):
+                gaps.append((path, known))
+        with self.lock:
+            self.result.ancestor_gaps += len(gaps)
+            for path, known in gaps[:20]:
+                self.result.losses.append(
+                    {
+                        "container": box.name,
+                        "mount": mount.name,
+                        "stop": self.result.stops,
+                        "kind": "ancestor gap",
+                        "path": repr(path)[2:-1],
+                        "source": _meta(mount.source, path),
+                        "dest": f"{_meta(mount.dest, path)}; ancestor {known}",
+                        "links": _links(mount.source, path),
+                        "history": self._history(box, mount, path),
+                        "log": _log_mentions(self.serve.state_dir / "logs" / f"{box.name}.log", path),
+                    }
+                )
+        if gaps:
+            self.config.progress(f"soak: ANCESTOR GAP at {box.name}/{mount.name}: {[g[0] for g in gaps[:5]]}")
 
     def _reverted(self, box: Box, mount: Mount) -> None:
         """Files a start's split-brain check took from DEST over SOURCE's: nothing but
@@ -1049,6 +1150,8 @@ class Soak:
         try:
             if kind == "same-second":
                 self._same_second(box, mount, tree)
+            elif kind == "log-rotate":
+                self._log_rotate(box, mount, tree)
             else:
                 kind, paths = self.operator.host(kind, mount, tree)
                 self._note(box, mount, kind, paths)
@@ -1073,6 +1176,18 @@ class Soak:
             return
         self._note(box, mount, kind, [script.encode()])
         self.result.ops[kind] += 1
+
+    def _log_rotate(self, box: Box, mount: Mount, tree: Tree) -> None:
+        """A large write to app.log now, its rotation about when the worker's run
+        of it starts (the collect window plus up to 0.2 s): rsync may be reading
+        app.log as it is renamed away and a new one is made under its name."""
+        path = self.operator.rotate_big(mount, tree)
+        self._note(box, mount, "log-rotate (write)", [path])
+
+        def rotate() -> None:
+            self._note(box, mount, "log-rotate (rotate)", self.operator.rotate(mount, path))
+
+        self._defer(time.time() + self.config.delay + self.rng.uniform(0.0, 0.2), box, rotate)
 
     def _same_second(self, box: Box, mount: Mount, tree: Tree) -> None:
         """A new file, then new content of the same size in the same second, late
@@ -1204,6 +1319,7 @@ def summary(r: Result) -> str:
         f"reverted        {r.reverted} (SOURCE files a start's split-brain check replaced with DEST's)",
         f"pulled          {r.pulled} (paths the split-brain checks at starts took from DEST)",
         f"mtime drift     {r.drift} (entries equal in content, mtime different at DEST, at the stops)",
+        f"ancestor gaps   {r.ancestor_gaps} (DEST entries unlike the ancestor saved at a stop)",
         f"peak RSS        supervisor {r.rss_supervisor_kb / mib:.1f} MiB; largest worker "
         f"{r.rss_worker_kb / mib:.1f} MiB (python alone {r.rss_worker_python_kb / mib:.1f} MiB); "
         f"all workers {r.rss_workers_kb / mib:.1f} MiB ({r.workers_peak} at most, {r.samples} samples)",

@@ -55,6 +55,10 @@ def test_soak_nothing_lost(tmp_path: Path, fresh_docker: DockerDaemon, fresh_lxd
         "same-second",
         "overwrite-same-mtime",
         "exec-rename",
+        "log-rotate",
+        "save-atomic",
+        "save-vim",
+        "save-emacs",
     )
     assert all(result.ops[kind] for kind in kinds), report
     assert result.syncs > result.stops, report
