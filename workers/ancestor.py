@@ -107,7 +107,7 @@ class Ancestor:
         self.tree = {p: e for p, e in tree.items() if not is_backup(p)}
         self.dirty = True
 
-    def update(self, paths: Iterable[str], since: float) -> None:
+    def update(self, paths: Iterable[str], since: float) -> list[str]:
         """PATHS were just synced by a run that started at wall time SINCE: both
         sides now hold what SOURCE holds, unless a path changed again after SINCE
         (its ctime says so). Such a path is dropped: unknown is safer than a state
@@ -115,7 +115,11 @@ class Ancestor:
         Only the path itself: a run does not send what is below a listed folder,
         whose entries stay as their own runs left them (any change in a folder
         changes its ctime, and dropping them all made every file in a busy folder
-        look made at DEST). A path that is no longer a folder has nothing below it."""
+        look made at DEST). A path that is no longer a folder has nothing below it.
+        Returns the paths dropped that still exist: a name of a hard-linked file
+        changes with its other names and has no event of its own, so the caller
+        sends them again, or the ancestor would lack them until a full sync."""
+        changed = []
         for path in paths:
             if not path or is_backup(path):
                 continue
@@ -127,9 +131,12 @@ class Ancestor:
                 self.forget([path])
             if st is None or st.st_ctime >= since:
                 self.tree.pop(path, None)
+                if st is not None:
+                    changed.append(path)
                 continue
             self.tree[path] = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)
         self.dirty = True
+        return changed
 
     def synced(self, until: float) -> None:
         if until != self.synced_until:

@@ -442,7 +442,10 @@ class Worker:
                 for move in batch.moves:  # what both sides held below the old name is below the new one
                     self.ancestor.moved(move.old, move.new)
                 moved = [p for m in batch.moves for p in (m.old, m.new)]
-                self.ancestor.update([*(p for p in paths or () if p not in failed), *moved], since=start_wall)
+                sent = [*(p for p in paths or () if p not in failed), *moved]
+                changed = self.ancestor.update(sent, since=start_wall)
+                if changed and not self._stopping:  # sent again until they rest (the stop: unknown)
+                    self.batcher.requeue(Batch(paths=tuple(changed), oldest=batch.oldest), end)
             self.ancestor.forget(failed)
             if batch.full:
                 self._full_start = start_wall

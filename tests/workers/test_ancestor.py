@@ -124,7 +124,7 @@ def test_a_folder_changed_during_its_run_keeps_what_is_below(tmp_path: Path) -> 
     since = time.time()
     time.sleep(0.01)  # ctime is as fine as the kernel's clock tick
     (root / "d" / "new").write_text("made during the run")
-    ancestor.update(["d", "d/e"], since=since)
+    assert ancestor.update(["d", "d/e"], since=since) == ["d"]  # to be sent again
     assert set(ancestor.tree) == {"d/x", "d/e", "d/e/y", "z"}
     os.unlink(root / "d" / "e" / "y")
     os.rmdir(root / "d" / "e")

@@ -317,6 +317,41 @@ def test_the_ancestor_keeps_a_folders_files_when_the_folder_changes_during_a_run
     assert not (src / "d" / "x").exists() and not (dst / "d" / "x").exists()
 
 
+def test_the_ancestor_learns_a_hard_link_renamed_away_from_during_a_run(dirs, start_worker, tmp_path) -> None:
+    """Found by the soak (log-rotate of a hard-linked app.log): a run sends a and b
+    (one file, two names) after a write through a, and a is renamed before the run
+    ends: the inode's ctime moves, so both names left the ancestor; the rename was
+    done at DEST, so nothing named b again (it has no event of its own). b stayed
+    out of the ancestor, and the next start's check brought b back if the
+    container had deleted it. Such names are now sent again until they rest."""
+    src, dst = dirs
+    snapshot = tmp_path / "state" / "snap.json.gz"
+    arm = tmp_path / "arm"
+    rsync = tmp_path / "rsync-renaming-a"  # after rsync sent a, before the run ends
+    rename_a = f"if [ -e {arm} ]; then rm {arm}; mv {src}/a {src}/a2; fi"
+    rsync.write_text(f'#!/bin/sh\n{shutil.which("rsync")} "$@"\ncode=$?\n{rename_a}\nexit $code\n')
+    rsync.chmod(0o755)
+    (src / "a").write_text("a")
+    os.link(src / "a", src / "b")
+    args = ("--delay", "0.1", "--snapshot-file", str(snapshot), "--rsync-binary", str(rsync))
+    worker = start_worker(src, dst, *args)
+    worker.wait_running()
+    arm.touch()
+    with open(src / "a", "a") as f:
+        f.write("more")
+    wait_until(lambda: (dst / "a2").exists() and not (dst / "a").exists(), 5, "the rename at DEST")
+    converged(src, dst)
+    assert worker.stop() == 0 and not arm.exists()
+    with gzip.open(snapshot, "rt") as f:
+        entries = json.load(f)["entries"]
+    assert {"a2", "b"} <= set(entries)
+    (src / "b").unlink()  # while stopped
+    worker = start_worker(src, dst, *args, "--split-brain", "newest")
+    worker.wait_running()
+    assert worker.stop() == 0
+    assert not (src / "b").exists() and not (dst / "b").exists()
+
+
 @pytest.mark.xfail(strict=True, reason="issue 14 item 3")
 def test_a_log_rotated_while_its_run_is_on_keeps_each_content_under_its_name(dirs, start_worker) -> None:
     """rsync lists app.log (size, mtime), then sends the large file listed before
