@@ -352,6 +352,40 @@ def test_the_ancestor_learns_a_hard_link_renamed_away_from_during_a_run(dirs, st
     assert not (src / "b").exists() and not (dst / "b").exists()
 
 
+def test_the_ancestor_learns_what_is_below_a_folder_renamed_during_its_run(
+    dirs, start_worker, tmp_path
+) -> None:
+    """Found by the soak: a run sends d/x, and d is renamed to e before the run
+    ends; the ancestor cannot find d/x any more, and the next batch renames d at
+    DEST, where e/x is then equal to SOURCE's and not sent: e/x stayed out of the
+    ancestor, and the next start's check brought e/x back if the container had
+    deleted it. What the renamed tree's compare finds equal is now known."""
+    src, dst = dirs
+    snapshot = tmp_path / "state" / "snap.json.gz"
+    arm = tmp_path / "arm"
+    rsync = tmp_path / "rsync-renaming-d"  # after rsync sent d/x, before the run ends
+    rename_d = f"if [ -e {arm} ]; then rm {arm}; mv {src}/d {src}/e; fi"
+    rsync.write_text(f'#!/bin/sh\n{shutil.which("rsync")} "$@"\ncode=$?\n{rename_d}\nexit $code\n')
+    rsync.chmod(0o755)
+    (src / "d").mkdir()
+    args = ("--delay", "0.1", "--snapshot-file", str(snapshot), "--rsync-binary", str(rsync))
+    worker = start_worker(src, dst, *args)
+    worker.wait_running()
+    arm.touch()
+    (src / "d" / "x").write_text("x")
+    wait_until(lambda: (dst / "e" / "x").exists() and not (dst / "d").exists(), 5, "the rename at DEST")
+    converged(src, dst)
+    assert worker.stop() == 0 and not arm.exists()
+    with gzip.open(snapshot, "rt") as f:
+        entries = json.load(f)["entries"]
+    assert {"e", "e/x"} <= set(entries)
+    (src / "e" / "x").unlink()  # while stopped
+    worker = start_worker(src, dst, *args, "--split-brain", "newest")
+    worker.wait_running()
+    assert worker.stop() == 0
+    assert not (src / "e" / "x").exists() and not (dst / "e" / "x").exists()
+
+
 @pytest.mark.xfail(strict=True, reason="issue 14 item 3")
 def test_a_log_rotated_while_its_run_is_on_keeps_each_content_under_its_name(dirs, start_worker) -> None:
     """rsync lists app.log (size, mtime), then sends the large file listed before
