@@ -409,6 +409,33 @@ def test_a_log_rotated_while_its_run_is_on_keeps_each_content_under_its_name(dir
     assert worker.stop() == 0
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 3")
+def test_a_log_rotated_before_its_run_lists_it_keeps_each_content_under_its_name(
+    dirs, start_worker, tmp_path
+) -> None:
+    """The soak's log-rotate (seed 22635 after the ancestor fixes: lost 2, then
+    pulled and reverted 2): the batch with app.log is taken, app.log is renamed to
+    app.log.1 and a new app.log written before rsync lists it; rsync rightly sends
+    the new app.log, and the next batch's rename done at DEST carries that content
+    to app.log.1. The ancestor holds SOURCE's app.log.1, so the next start's check
+    takes DEST's for a change there, pulls it and moves the container's log away."""
+    src, dst = dirs
+    arm = tmp_path / "arm"
+    rsync = tmp_path / "rsync-rotating-first"
+    rotate = f"if [ -e {arm} ]; then rm {arm}; mv {src}/app.log {src}/app.log.1; echo new > {src}/app.log; fi"
+    rsync.write_text(f'#!/bin/sh\n{rotate}\nexec {shutil.which("rsync")} "$@"\n')
+    rsync.chmod(0o755)
+    (src / "app.log").write_bytes(b"old log line\n" * 1000)
+    worker = start_worker(src, dst, "--delay", "0.1", "--rsync-binary", str(rsync))
+    worker.wait_running()
+    arm.touch()
+    with open(src / "app.log", "ab") as log:
+        log.write(b"last line\n")
+    wait_until(lambda: (dst / "app.log.1").exists() and not arm.exists(), 5, "the rotation at DEST")
+    converged(src, dst, timeout=5)
+    assert worker.stop() == 0
+
+
 @pytest.mark.parametrize("flag", ["--skip-initial-sync", "--only-initial-sync"])
 def test_initial_sync_flags(dirs, start_worker, flag: str) -> None:
     src, dst = dirs
