@@ -1024,9 +1024,10 @@ class Soak:
         gaps = []
         for path, (kind, mtime) in _mtimes(mount.dest).items():
             known = entries.get(os.fsdecode(path))
-            size = os.lstat(os.path.join(os.fsencode(mount.dest), path)).st_size if kind != "d" else 0
-            if known is None or known[0] != kind or (kind != "d" and (known[1], known[2]) != (size, mtime)):
-                gaps.append((path, known))
+            with contextlib.suppress(OSError):
+                size = os.lstat(os.path.join(os.fsencode(mount.dest), path)).st_size if kind != "d" else 0
+                if known is None or known[0] != kind or (kind != "d" and known[1:] != [size, mtime]):
+                    gaps.append((path, known))
         with self.lock:
             self.result.ancestor_gaps += len(gaps)
             for path, known in gaps[:20]:
