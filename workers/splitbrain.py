@@ -345,7 +345,7 @@ def explain(
             )
         if len(paths) > limit:
             lines.append(f"{direction}: {len(paths) - limit} more paths")
-    for c in decision.conflicts:
+    for c in decision.conflicts[:limit]:
         lines.append(f"conflict {c.path!r}: {c.winner} wins, the other kept as {c.copy!r}")
     return lines
 
