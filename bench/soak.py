@@ -34,7 +34,9 @@ journal of every operation on its path, also written to WORKDIR/journal.txt.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import gzip
 import heapq
 import itertools
 import json
@@ -69,6 +71,8 @@ STOP_WAIT = 90.0  # seconds for a worker to reach "stopped" after its container 
 READY_WAIT = 90.0  # seconds for a started container's worker to reach "running"
 SAMPLE_EVERY = 1.0
 MAX_ENTRIES = 150  # per operations folder; above it deletions win
+MAX_PULLS = 20  # pulled paths explained in the summary
+LOG_LINES = 12  # a worker's log lines shown per reported path (the last ones that name it)
 BACKUP = b".tandem-backup"  # where a split-brain puts the losing side's files
 KEEP = b".soak-keep"  # one file per operations folder that no operation touches (below)
 DONE_STATES = ("stopped", "failed", "halted")
@@ -108,9 +112,15 @@ HOST_KINDS = {  # kind -> weight, operations on the host side of the mount
     "symlink": 4,
     "hardlink": 3,
     "write-linked": 3,
+    "log-rotate": 3,
+    "save-atomic": 3,
+    "save-vim": 3,
+    "save-emacs": 3,
 }
 PRUNE_KINDS = {"delete-file": 5, "delete-tree": 3, "rename-file": 1, "append": 1}
 EXEC_KINDS = {"exec-create": 3, "exec-append": 3, "exec-mkdir": 2, "exec-rename": 2, "exec-delete": 1}
+SAVES = ("save-atomic", "save-vim", "save-emacs")  # how editors replace a file they save
+LOG = b"app.log"  # log-rotate's file, in any folder
 FILE_MODES = (0o644, 0o600, 0o640, 0o664, 0o755, 0o444)
 DIR_MODES = (0o755, 0o700, 0o750, 0o775)
 
@@ -177,7 +187,9 @@ class Result:
     lost_paths: int = 0  # different (container, mount, path) ever lost
     reverted: int = 0  # SOURCE files a split-brain replaced with DEST's (moved to SOURCE/.tandem-backup)
     pulled: int = 0  # paths the workers' split-brain checks took from DEST (from their logs)
+    pulls: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_PULLS of them, explained
     drift: int = 0  # entries equal in content whose mtime differs at DEST (what a check then pulls)
+    ancestor_gaps: int = 0  # DEST entries the snapshot saved at a stop lacks or holds otherwise
     drift_examples: list[str] = field(default_factory=list)
     losses: list[dict[str, Any]] = field(default_factory=list)
     syncs: int = 0
@@ -312,7 +324,7 @@ class Operator:
     def host(self, kind: str, mount: Mount, tree: Tree) -> tuple[str, list[bytes]]:
         """Do KIND, or what comes nearest when the tree has nothing for it to act on;
         returns what was done and the paths it touched."""
-        if kind in ("append", "overwrite-same-size", "overwrite-same-mtime", "truncate", "chmod"):
+        if kind in ("append", "overwrite-same-size", "overwrite-same-mtime", "truncate", "chmod", *SAVES):
             kind = kind if tree.single else "create"
         elif kind == "write-linked" and not tree.linked:
             kind = "hardlink"
@@ -428,6 +440,61 @@ class Operator:
             with open(path, "ab") as handle:
                 handle.write(self.rng.randbytes(self.rng.randint(1, 512)))
         return [path]
+
+    def edited(self, tree: Tree) -> bytes:
+        """A file an editor saves: not one of the editors' own backups (NAME~)."""
+        return self.rng.choice([p for p in tree.single if not p.endswith(b"~")] or tree.single)
+
+    def op_save_atomic(self, mount: Mount, tree: Tree) -> list[bytes]:
+        """A new version written to a temp file beside the file, renamed over it."""
+        path = self.edited(tree)
+        head, name = os.path.split(path)
+        temp = os.path.join(head, b".%s.tmp%d" % (name, next(self.serial)))
+        self.write_new(mount, temp, self.content())
+        os.rename(temp, path)
+        return [temp, path]
+
+    def op_save_vim(self, mount: Mount, tree: Tree) -> list[bytes]:
+        """Vim's backup-by-rename: NAME to NAME~, NAME written anew, NAME~ removed."""
+        path = self.edited(tree)
+        backup = path + b"~"
+        os.rename(path, backup)
+        self.write_new(mount, path, self.content())
+        os.unlink(backup)
+        return [path, backup]
+
+    def op_save_emacs(self, mount: Mount, tree: Tree) -> list[bytes]:
+        """Emacs: the lock symlink .#NAME (dangling), NAME renamed over NAME~ (made
+        first when missing, so the rename replaces a file), NAME written anew, the
+        lock removed."""
+        path = self.edited(tree)
+        head, name = os.path.split(path)
+        backup, lock = path + b"~", os.path.join(head, b".#" + name)
+        if not os.path.lexists(backup):
+            self.write_new(mount, backup, self.content())
+        os.symlink(b"root@soak.%d:1700000000" % os.getpid(), lock)
+        self.own(mount, lock)
+        os.rename(path, backup)
+        self.write_new(mount, path, self.content())
+        os.unlink(lock)
+        return [path, backup, lock]
+
+    def rotate_big(self, mount: Mount, tree: Tree) -> bytes:
+        """log-rotate's first step: a large append to some folder's app.log (made
+        when missing), so that the rotation can land while its sync runs."""
+        path = os.path.join(self.rng.choice(tree.dirs), LOG)
+        existed = os.path.lexists(path)
+        with open(path, "ab") as handle:
+            handle.write(self.rng.randbytes(self.rng.randint(256 << 10, 2 << 20)))
+        if not existed:
+            self.own(mount, path)
+        return path
+
+    def rotate(self, mount: Mount, path: bytes) -> list[bytes]:
+        """app.log renamed to app.log.1 (over the last one), a new app.log written."""
+        os.rename(path, path + b".1")
+        self.write_new(mount, path, self.rng.randbytes(self.rng.randint(1, 4096)))
+        return [path, path + b".1"]
 
     def rewrite(self, path: bytes, size: int) -> None:
         """New content of exactly SIZE bytes (at least one), written in place."""
@@ -559,6 +626,53 @@ def _pulled(logs: Path) -> int:
     return sum(int(m.group(1)) for log in logs.glob("*.log") for m in found.finditer(log.read_bytes()))
 
 
+_CHECK_LINE = re.compile(rb"^(\S+ [\d:]+,\d+) tandem\[([^\]/]+)/([^\]]+)\] \w+ split-brain (.*)$")
+_PULL = re.compile(r"pull ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"): ")
+
+
+def _pull_lines(logs: Path) -> list[tuple[str, str, bytes, list[str]]]:
+    """(container, mount, path, the check's lines about it) for every path a
+    split-brain check pulled, from the workers' logs (``splitbrain.explain``)."""
+    found = []
+    for log in sorted(logs.glob("*.log")):
+        check: list[str] = []
+        for line in log.read_bytes().splitlines():
+            if not (match := _CHECK_LINE.match(line)):
+                continue
+            text = line.decode(errors="replace")
+            said = match.group(4).decode(errors="replace")
+            if said.startswith("decision:"):
+                check = [text]
+            elif said.startswith("latest change"):
+                check.append(text)
+            elif pulled := _PULL.match(said):
+                path = os.fsencode(ast.literal_eval(pulled.group(1)))
+                found.append((match.group(2).decode(), match.group(3).decode(), path, [*check, text]))
+    return found
+
+
+def _log_mentions(log: Path, path: bytes, skip: str = "split-brain") -> list[str]:
+    """The last LOG_LINES lines of a worker's log that name PATH's last component
+    (as the watcher's events and the log print it), SKIP lines left out."""
+    name = repr(os.path.basename(path))[2:-1].encode()
+    if not name or not log.exists():
+        return []
+    skipped = skip.encode()
+    lines = [line for line in log.read_bytes().splitlines() if name in line and skipped not in line]
+    return [line.decode(errors="replace")[:300] for line in lines[-LOG_LINES:]]
+
+
+def _meta(root: Path, rel: bytes) -> str:
+    """REL below ROOT as type, size, mode and mtime (or absent)."""
+    try:
+        st = os.lstat(os.path.join(os.fsencode(root), rel))
+    except OSError:
+        return "absent"
+    kind = "l" if stat.S_ISLNK(st.st_mode) else "d" if stat.S_ISDIR(st.st_mode) else "f"
+    mode = stat.S_IMODE(st.st_mode)
+    return f"{kind} {st.st_size} {mode:o} {st.st_mtime_ns / 1e9:.6f} ({st.st_nlink} links)"
+
+
 def _clock(wall: float) -> str:
     """HH:MM:SS.mmm, as in the supervisor's and the workers' logs."""
     return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall % 1 * 1000):03d}"
@@ -663,6 +777,7 @@ class Soak:
         self._stop_supervisor()
         self.sampler.stop()
         self.result.pulled = _pulled(self.serve.state_dir / "logs")
+        self._explain_pulls()
         self._report(self.result.elapsed)
 
     def _stop_supervisor(self) -> None:
@@ -846,6 +961,7 @@ class Soak:
     def _compare(self, box: Box, mount: Mount) -> None:
         self._reverted(box, mount)
         self._drift(box, mount)
+        self._ancestor_gaps(box, mount)
         loss = compare(mount.source, mount.dest)
         with self.lock:
             r = self.result
@@ -873,6 +989,7 @@ class Soak:
                             "source": repr(source.get(path))[:120],
                             "links": _links(mount.source, path),
                             "history": self._history(box, mount, path),
+                            "log": _log_mentions(self.serve.state_dir / "logs" / f"{box.name}.log", path),
                             "dest": repr(dest.get(path))[:120],
                         }
                     )
@@ -892,6 +1009,44 @@ class Soak:
         with self.lock:
             self.result.drift += len(found)
             self.result.drift_examples += found[: max(0, 20 - len(self.result.drift_examples))]
+
+    def _ancestor_gaps(self, box: Box, mount: Mount) -> None:
+        """DEST entries the worker's saved ancestor lacks or holds with another type,
+        size or mtime. After a stop's flush both sides and the ancestor are the
+        same; a gap is what the next start's check takes for a change at DEST
+        (and pulls, when the container changed that path before the check)."""
+        saved = self.serve.state_dir / "snapshots" / box.name / f"{mount.name}.json.gz"
+        try:
+            with gzip.open(saved, "rt", encoding="utf-8") as handle:
+                entries = json.load(handle)["entries"]
+        except (OSError, ValueError, KeyError):
+            return
+        gaps = []
+        for path, (kind, mtime) in _mtimes(mount.dest).items():
+            known = entries.get(os.fsdecode(path))
+            with contextlib.suppress(OSError):
+                size = os.lstat(os.path.join(os.fsencode(mount.dest), path)).st_size if kind != "d" else 0
+                if known is None or known[0] != kind or (kind != "d" and known[1:] != [size, mtime]):
+                    gaps.append((path, known))
+        with self.lock:
+            self.result.ancestor_gaps += len(gaps)
+            for path, known in gaps[:20]:
+                self.result.losses.append(
+                    {
+                        "container": box.name,
+                        "mount": mount.name,
+                        "stop": self.result.stops,
+                        "kind": "ancestor gap",
+                        "path": repr(path)[2:-1],
+                        "source": _meta(mount.source, path),
+                        "dest": f"{_meta(mount.dest, path)}; ancestor {known}",
+                        "links": _links(mount.source, path),
+                        "history": self._history(box, mount, path),
+                        "log": _log_mentions(self.serve.state_dir / "logs" / f"{box.name}.log", path),
+                    }
+                )
+        if gaps:
+            self.config.progress(f"soak: ANCESTOR GAP at {box.name}/{mount.name}: {[g[0] for g in gaps[:5]]}")
 
     def _reverted(self, box: Box, mount: Mount) -> None:
         """Files a start's split-brain check took from DEST over SOURCE's: nothing but
@@ -918,6 +1073,28 @@ class Soak:
                 )
         if found:
             self.config.progress(f"soak: REVERTED at {box.name}/{mount.name}: {sorted(found)[:5]}")
+
+    def _explain_pulls(self) -> None:
+        """Each path the checks pulled (the first MAX_PULLS): what the check saw and
+        decided, the worker's log lines about it, the journal, both sides now."""
+        logs = self.serve.state_dir / "logs"
+        mounts = {(b.name, m.name): (b, m) for b in self.boxes for m in b.mounts}
+        for container, name, path, check in _pull_lines(logs)[:MAX_PULLS]:
+            if (found := mounts.get((container, name))) is None:
+                continue
+            box, mount = found
+            self.result.pulls.append(
+                {
+                    "container": container,
+                    "mount": name,
+                    "path": repr(path)[2:-1],
+                    "check": check,
+                    "log": _log_mentions(logs / f"{container}.log", path),
+                    "history": self._history(box, mount, path),
+                    "source": _meta(mount.source, path),
+                    "dest": _meta(mount.dest, path),
+                }
+            )
 
     def _remove(self, box: Box) -> None:
         if box.runtime == "docker":
@@ -974,6 +1151,8 @@ class Soak:
         try:
             if kind == "same-second":
                 self._same_second(box, mount, tree)
+            elif kind == "log-rotate":
+                self._log_rotate(box, mount, tree)
             else:
                 kind, paths = self.operator.host(kind, mount, tree)
                 self._note(box, mount, kind, paths)
@@ -998,6 +1177,18 @@ class Soak:
             return
         self._note(box, mount, kind, [script.encode()])
         self.result.ops[kind] += 1
+
+    def _log_rotate(self, box: Box, mount: Mount, tree: Tree) -> None:
+        """A large write to app.log now, its rotation about when the worker's run
+        of it starts (the collect window plus up to 0.2 s): rsync may be reading
+        app.log as it is renamed away and a new one is made under its name."""
+        path = self.operator.rotate_big(mount, tree)
+        self._note(box, mount, "log-rotate (write)", [path])
+
+        def rotate() -> None:
+            self._note(box, mount, "log-rotate (rotate)", self.operator.rotate(mount, path))
+
+        self._defer(time.time() + self.config.delay + self.rng.uniform(0.0, 0.2), box, rotate)
 
     def _same_second(self, box: Box, mount: Mount, tree: Tree) -> None:
         """A new file, then new content of the same size in the same second, late
@@ -1129,6 +1320,7 @@ def summary(r: Result) -> str:
         f"reverted        {r.reverted} (SOURCE files a start's split-brain check replaced with DEST's)",
         f"pulled          {r.pulled} (paths the split-brain checks at starts took from DEST)",
         f"mtime drift     {r.drift} (entries equal in content, mtime different at DEST, at the stops)",
+        f"ancestor gaps   {r.ancestor_gaps} (DEST entries unlike the ancestor saved at a stop)",
         f"peak RSS        supervisor {r.rss_supervisor_kb / mib:.1f} MiB; largest worker "
         f"{r.rss_worker_kb / mib:.1f} MiB (python alone {r.rss_worker_python_kb / mib:.1f} MiB); "
         f"all workers {r.rss_workers_kb / mib:.1f} MiB ({r.workers_peak} at most, {r.samples} samples)",
@@ -1154,6 +1346,16 @@ def summary(r: Result) -> str:
             if (where := (x["container"], x["mount"], x["path"])) not in told:  # its journal once
                 told.add(where)
                 lines += [f"      {line}" for line in x["history"]]
+                lines += [f"      log: {line}" for line in x.get("log", ())]
+    if r.pulls:
+        lines.append(f"pulls ({len(r.pulls)} listed; the check, the worker's log and the journal of each):")
+        for x in r.pulls:
+            lines.append(
+                f"  {x['container']}/{x['mount']}: {x['path']!r} now: source {x['source']}; dest {x['dest']}"
+            )
+            lines += [f"      check: {line}" for line in x["check"]]
+            lines += [f"      log: {line}" for line in x["log"]]
+            lines += [f"      {line}" for line in x["history"]]
     lines.append("OK: nothing lost" if r.ok else "FAILED")
     return "\n".join(lines)
 

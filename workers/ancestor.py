@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -106,11 +107,19 @@ class Ancestor:
         self.tree = {p: e for p, e in tree.items() if not is_backup(p)}
         self.dirty = True
 
-    def update(self, paths: Iterable[str], since: float) -> None:
+    def update(self, paths: Iterable[str], since: float) -> list[str]:
         """PATHS were just synced by a run that started at wall time SINCE: both
         sides now hold what SOURCE holds, unless a path changed again after SINCE
         (its ctime says so). Such a path is dropped: unknown is safer than a state
-        DEST may never have received (it would look like a change made there)."""
+        DEST may never have received (it would look like a change made there).
+        Only the path itself: a run does not send what is below a listed folder,
+        whose entries stay as their own runs left them (any change in a folder
+        changes its ctime, and dropping them all made every file in a busy folder
+        look made at DEST). A path that is no longer a folder has nothing below it.
+        Returns the paths dropped that still exist: a name of a hard-linked file
+        changes with its other names and has no event of its own, so the caller
+        sends them again, or the ancestor would lack them until a full sync."""
+        changed = []
         for path in paths:
             if not path or is_backup(path):
                 continue
@@ -118,11 +127,16 @@ class Ancestor:
                 st = os.lstat(os.path.join(self.root, path))
             except OSError:
                 st = None
-            if st is None or st.st_ctime >= since:
+            if st is None or not stat.S_ISDIR(st.st_mode):
                 self.forget([path])
+            if st is None or st.st_ctime >= since:
+                self.tree.pop(path, None)
+                if st is not None:
+                    changed.append(path)
                 continue
             self.tree[path] = Entry(type_of(st.st_mode), st.st_size, st.st_mtime)
         self.dirty = True
+        return changed
 
     def synced(self, until: float) -> None:
         if until != self.synced_until:

@@ -33,6 +33,7 @@ from workers.splitbrain import (
     classify,
     decide,
     describe,
+    explain,
     is_backup,
     latest_change,
     safety,
@@ -194,6 +195,8 @@ def resolve(
         write_report(spec.split_brain_report, report(spec, diffs, here, there, ancestor, halt, now))
         raise Unresolved(ExitCode.SAFETY_HALT, halt)
     clear_report(spec.split_brain_report)
+    for line in explain(decision, diffs, here, there, ancestor, spec.modify_window):
+        log.info("split-brain %s", line)
     if not decision.changes:
         return "both sides are the same" if not diffs else describe(decision)
     if not hasattr(handler, "transfer"):

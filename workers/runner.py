@@ -101,6 +101,7 @@ class Worker:
         self._unwatched: set[str] = set()  # ... and what it found changed since synced_until
         self._root_stale = False  # the root's attributes may differ at DEST
         self._recheck: set[str] = set()  # pending files the full sync's quick check cannot tell changed
+        self._agreed: list[str] = []  # below the folders the last plan renamed at DEST: equal there
         self._full_start: float | None = None  # wall time the last full sync in this process began
         self._watch_since: float | None = None  # wall time the watcher began
         self.links = HardLinks()  # names of multiply linked files, to send together
@@ -499,7 +500,10 @@ class Worker:
                 for move in batch.moves:  # what both sides held below the old name is below the new one
                     self.ancestor.moved(move.old, move.new)
                 moved = [p for m in batch.moves for p in (m.old, m.new)]
-                self.ancestor.update([*(p for p in paths or () if p not in failed), *moved], since=start_wall)
+                sent = [*(p for p in paths or () if p not in failed), *moved, *self._agreed]
+                changed = self.ancestor.update(sent, since=start_wall)
+                if changed and not self._stopping:  # sent again until they rest (the stop: unknown)
+                    self.batcher.requeue(Batch(paths=tuple(changed), oldest=batch.oldest), end)
             self.ancestor.forget(failed)
             if batch.full:
                 self._full_start = start_wall
@@ -618,6 +622,7 @@ class Worker:
                 # Nothing can be excluded: the root (recursively) plus the deletions says the same.
                 return ["", *(p for p in plan if p not in source)], True, len(plan)
             return plan, False, len(plan)
+        self._agreed = []
         for move in batch.moves:
             self.links.moved(move.old, move.new)
         # With rules in force a directory is not renamed at DEST: rules are about
@@ -658,7 +663,12 @@ class Worker:
                 paths.difference_update(gone)
             rest = {p: e for p, e in below.items() if p not in theirs}
             paths.update(mirror_list(walked, rest, self.rules.allows))
-            paths.update(unlike(check, theirs, self.spec.modify_window, self.rules.allows))
+            differ = unlike(check, theirs, self.spec.modify_window, self.rules.allows)
+            paths.update(differ)
+            # Equal at DEST already, so not sent: the ancestor learns them with the rest
+            # (it may not know them under the old name: sent by a run that ended after
+            # the rename, they were not found there).
+            self._agreed = sorted(set(check).difference(differ))
         else:
             paths.update(check)  # DEST cannot be listed: send the renamed trees whole
         linked, unknown = self.links.others(self.source, paths, fresh=walk)

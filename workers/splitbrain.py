@@ -310,6 +310,50 @@ def describe(decision: Decision) -> str:
     )
 
 
+def explain(
+    decision: Decision,
+    diffs: list[PathDiff],
+    here: Tree,
+    there: Tree,
+    ancestor: Tree | None,
+    window: float,
+    limit: int = 20,
+) -> list[str]:
+    """Log lines for what DECISION does: why (the classes; for a whole-tree winner
+    each side's latest change), then per path moved (at most LIMIT each way) its
+    class and the three versions. A pull where only tandem writes DEST is a
+    defect, and these lines are what tells it apart from a real change there."""
+    if not decision.changes:
+        return []
+    counts = {c.value: n for c in Class if (n := sum(d.cls is c for d in diffs))}
+    why = ", ".join(f"{n} {c}" for c, n in counts.items())
+    lines = [f"decision: {describe(decision)} ({why}; ancestor {'yes' if ancestor is not None else 'none'})"]
+    if decision.winner is not None and any(d.cls is not Class.HERE for d in diffs):
+        differ = [d.path for d in diffs]
+        latest = (latest_change(here, there, differ, window), latest_change(there, here, differ, window))
+        when = ["none" if t is None else f"{t:.6f}" for t in latest]
+        lines.append(f"latest change of the differing paths: SOURCE {when[0]}, DEST {when[1]}")
+    by_path = {d.path: d for d in diffs}
+    for direction, paths in (("push", decision.push), ("pull", decision.pull)):
+        for path in paths[:limit]:
+            d = by_path.get(path)
+            cls = d.cls.value if d else "below a moved path"
+            old = _meta(ancestor.get(path)) if ancestor is not None else "none"
+            lines.append(
+                f"{direction} {path!r}: {cls}; SOURCE {_meta(here.get(path))}, "
+                f"DEST {_meta(there.get(path))}, ancestor {old}"
+            )
+        if len(paths) > limit:
+            lines.append(f"{direction}: {len(paths) - limit} more paths")
+    for c in decision.conflicts[:limit]:
+        lines.append(f"conflict {c.path!r}: {c.winner} wins, the other kept as {c.copy!r}")
+    return lines
+
+
+def _meta(entry: Meta | None) -> str:
+    return "absent" if entry is None else f"{entry.type} {entry.size} {entry.mtime:.6f}"
+
+
 def ordered(paths: Iterable[str]) -> tuple[str, ...]:
     """PATHS once each, a directory before what is in it."""
     return tuple(sorted(set(paths), key=lambda p: p.split("/")))

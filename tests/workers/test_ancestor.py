@@ -108,3 +108,26 @@ def test_a_rename_moves_what_is_below(tmp_path: Path) -> None:
     )
     ancestor.moved("d", "e")
     assert ancestor.tree == {"e": Entry("d", 0, 1.0), "e/x": Entry("f", 1, 1.0), "dx": Entry("f", 2, 1.0)}
+
+
+def test_a_folder_changed_during_its_run_keeps_what_is_below(tmp_path: Path) -> None:
+    """A run that lists folder d (a file was made in it) while another file is made
+    there: d's own state is unknown, but what is below d was synced by runs of its
+    own and stays known. It was all dropped, and a file below d that the container
+    deleted before the next start's check then looked made at DEST: pulled back."""
+    root = tmp_path / "root"
+    (root / "d" / "e").mkdir(parents=True)
+    for name in ("d/x", "d/e/y", "z"):
+        (root / name).write_text(name)
+    ancestor = Ancestor(None, str(root), PAIR)
+    ancestor.replace(scan_local(str(root)))
+    since = time.time()
+    time.sleep(0.01)  # ctime is as fine as the kernel's clock tick
+    (root / "d" / "new").write_text("made during the run")
+    assert ancestor.update(["d", "d/e"], since=since) == ["d"]  # to be sent again
+    assert set(ancestor.tree) == {"d/x", "d/e", "d/e/y", "z"}
+    os.unlink(root / "d" / "e" / "y")
+    os.rmdir(root / "d" / "e")
+    (root / "d" / "e").write_text("a file now")  # no longer a folder: nothing below it on either side
+    ancestor.update(["d/e"], since=time.time() + 1)
+    assert set(ancestor.tree) == {"d/x", "d/e", "z"} and ancestor.tree["d/e"].type == "f"

@@ -18,6 +18,7 @@ from workers.splitbrain import (
     classify,
     conflict_name,
     decide,
+    explain,
     latest_change,
     newer,
     safety,
@@ -117,6 +118,28 @@ def test_keep_both_does_not_delete_a_directory_with_changes_below() -> None:
     _, decision = run(here, {"x": f()} | there, {**ancestor, "x": f()}, "keep-both")
     assert "P" in decision.push and "P" not in decision.pull
     assert set(decision.push) >= {"P", "P/q", "P/n"} and decision.pull == ("P/r",)
+
+
+def test_explain_tells_why_each_path_is_pulled_with_the_three_versions() -> None:
+    ancestor = {"a": f(), "b": f()}
+    here = {"a": f(2, 150), "b": f()}
+    there = {"a": f(), "b": f(3, 160), "c": f(1, 170)}
+    diffs, decision = run(here, there, ancestor, "newest")
+    lines = explain(decision, diffs, here, there, ancestor, W, limit=2)
+    assert lines == [
+        "decision: newest: there wins; 0 paths to DEST, 3 from DEST, 0 conflicts kept both ways "
+        "(1 changed-here, 2 changed-there; ancestor yes)",
+        "latest change of the differing paths: SOURCE 150.000000, DEST 170.000000",
+        "pull 'a': changed-here; SOURCE f 2 150.000000, DEST f 1 100.000000, ancestor f 1 100.000000",
+        "pull 'b': changed-there; SOURCE f 1 100.000000, DEST f 3 160.000000, ancestor f 1 100.000000",
+        "pull: 1 more paths",
+    ]
+    only_here = {"a": f(2, 150), "b": f()}
+    diffs, decision = run(only_here, ancestor, ancestor, "newest")
+    assert explain(decision, diffs, only_here, ancestor, None, W)[1:] == [
+        "push 'a': changed-here; SOURCE f 2 150.000000, DEST f 1 100.000000, ancestor none"
+    ]
+    assert explain(Decision("newest"), [], here, here, ancestor, W) == []
 
 
 @pytest.mark.parametrize(
