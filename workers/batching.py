@@ -107,17 +107,19 @@ class _Read:
     until: float | None = None
 
     def below(self, path: str, is_dir: bool) -> list[str]:
-        """PATH, if it was read, and what was read below it (a directory)."""
+        """The file PATH if it was read; for a directory, what was read below it (a
+        listed directory itself is only its attributes)."""
         if self.paths is None:
             return [path]
-        start = bisect.bisect_left(self.paths, path)
-        found = [path] if start < len(self.paths) and self.paths[start] == path else []
-        if is_dir:
-            prefix = path + "/"
-            for other in self.paths[bisect.bisect_left(self.paths, prefix) :]:
-                if not other.startswith(prefix):
-                    break
-                found.append(other)
+        if not is_dir:
+            start = bisect.bisect_left(self.paths, path)
+            return [path] if start < len(self.paths) and self.paths[start] == path else []
+        prefix = path + "/"
+        found = []
+        for other in self.paths[bisect.bisect_left(self.paths, prefix) :]:
+            if not other.startswith(prefix):
+                break
+            found.append(other)
         return found
 
 
