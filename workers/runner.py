@@ -591,6 +591,10 @@ class Worker:
         else:
             paths.update(check)  # DEST cannot be listed: send the renamed trees whole
         verify = self._suspects(batch.suspect, paths)
+        if verify:
+            log.info(
+                "%d renamed paths a run may have read after the rename: compared by content", len(verify)
+            )
         paths.update(verify)
         linked, unknown = self.links.others(self.source, paths, fresh=walk)
         paths.update(p for p in linked if self.rules.allows(p, False))
