@@ -16,7 +16,8 @@ Time is passed in (``now``, seconds on a monotonic clock). Rules:
   run's start and ``event_lag`` after its end: ``reading``/``ran``) makes the new
   name ``suspect``: that run may have read the file that took the old name's place
   (rsync lists a file, then opens it by name), so DEST's copy can hold other
-  content under the right size and mtime; the handler compares it by content;
+  content under the right size and mtime; the handler compares it by content
+  (so does it for a parked path renamed: DEST holds its old version);
 - ``flush`` releases everything at once (stop, standby ended);
 - paths handed back with ``requeue`` keep their age: nothing is ever dropped;
 - paths a run could not send while the rest went through (an unreadable file)
@@ -325,12 +326,13 @@ class Batcher:
     def _suspect_move(self, change: Change) -> None:
         """Suspect names follow a rename; the new name is suspect if a run may have
         read the old one after the rename (the rename was seen before that run's
-        window closed)."""
+        window closed), or if a run failed to send it (parked: DEST's copy is old)."""
         old, new = change.path, change.dest_path
         prefix = old + "/"
         for path in [p for p in self._suspect if p == old or p.startswith(prefix)]:
             self._suspect.discard(path)
             self._suspect.add(new + path[len(old) :])
+        self._suspect.update(new + p[len(old) :] for p in self._parked if p == old or p.startswith(prefix))
         for read in self._reads:
             self._suspect.update(new + path[len(old) :] for path in read.below(old, change.is_dir))
 

@@ -321,3 +321,13 @@ def test_a_run_is_forgotten_once_a_change_seen_after_its_window_came() -> None:
     b.add(moved("a", "b", 14.0), 16.0)  # cannot happen (seen in order): shows the run is gone
     batch = b.take(16.0)
     assert batch is not None and batch.suspect == frozenset()
+
+
+def test_a_parked_path_renamed_is_suspect_under_its_new_name() -> None:
+    """A run failed to send it: DEST's copy, renamed at DEST, is the old version."""
+    b = Batcher(delay=0.0)
+    b.park(["d/f", "g"], since=0.0, now=0.0, retry_delay=60.0, max_delay=60.0)
+    b.add(moved("d", "e", 1.0, is_dir=True), 1.0)
+    b.add(moved("g", "h", 1.0), 1.0)
+    batch = b.take(1.0)
+    assert batch is not None and batch.suspect == frozenset({"e/f", "h"})
