@@ -45,13 +45,6 @@ def test_log_rotated_while_its_run_reads_it(dirs, start_worker, same_size: bool)
     assert tree(src) == tree(dst)
 
 
-def _text(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-
-
 def _save(path: Path, how: str, version: int) -> None:
     """One editor save of PATH, the way HOW saves (~10 kB, a size that changes too)."""
     text = f"{path.name} version {version}\n" * (500 + version % 7 * 10)
@@ -75,7 +68,8 @@ def _save(path: Path, how: str, version: int) -> None:
 @pytest.mark.parametrize("how", ["atomic", "vim", "emacs"])
 def test_editor_saves_at_full_speed_then_sigterm(dirs, start_worker, how: str) -> None:
     """Saves as fast as they go; then one save of every file, and one more of each
-    while the (slow: --bwlimit) run of the first reads them; then SIGTERM at once.
+    while the (slow: --bwlimit, a big file first) run of the first reads them; then
+    SIGTERM at once.
     Without the content compare emacs's backups end wrong; atomic and vim saves
     leave no backup behind, they show the compare breaks nothing."""
     src, dst = dirs
@@ -84,7 +78,6 @@ def test_editor_saves_at_full_speed_then_sigterm(dirs, start_worker, how: str) -
         path.write_text("first\n")
         if how == "emacs":
             path.with_name(path.name + "~").write_text("backup\n")
-    # --delay: the next run takes every file of a pass (its events come over ~0.5 s)
     worker = start_worker(src, dst, "--delay", "1", "--rsync-arg=--bwlimit=2000")
     worker.wait_running()
     wait_until(lambda: tree(src) == tree(dst), 10, "first sync")
@@ -94,13 +87,12 @@ def test_editor_saves_at_full_speed_then_sigterm(dirs, start_worker, how: str) -
         for path in files:
             _save(path, how, version)
     wait_until(lambda: tree(src) == tree(dst), 15, "DEST equal after the saves at full speed")
-    version += 1
+    (src / "0.big").write_bytes(os.urandom(BIG))  # listed first: the run is slow from the start
     for path in files:
-        _save(path, how, version)
-    first = files[0].read_text()
-    wait_until(lambda: _text(dst / files[0].name) == first, 10, "a run under way")
-    for path in files:  # overtakes the run: it opens these after they were saved again
         _save(path, how, version + 1)
+    wait_until(lambda: _sending(dst, "0.big"), 10, "the run under way")
+    for path in files:  # overtakes the run: it opens these after they were saved again
+        _save(path, how, version + 2)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.err()
     assert tree(src) == tree(dst)
