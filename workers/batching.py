@@ -12,6 +12,12 @@ Time is passed in (``now``, seconds on a monotonic clock). Rules:
   may not see a change that kept size and mtime, so they are sent as changed;
 - a rename moves whatever was pending below the old name to the new name, and is
   kept so the handler can repeat it at DEST instead of copying the content again;
+- a rename seen while a run may still have been reading the old name (between the
+  run's start and ``event_lag`` after its end: ``reading``/``ran``) makes the new
+  name ``suspect``: that run may have read the file that took the old name's place
+  (rsync lists a file, then opens it by name), so DEST's copy can hold other
+  content under the right size and mtime; the handler compares it by content
+  (so does it for a parked path renamed: DEST holds its old version);
 - ``flush`` releases everything at once (stop, standby ended);
 - paths handed back with ``requeue`` keep their age: nothing is ever dropped;
 - paths a run could not send while the rest went through (an unreadable file)
@@ -52,6 +58,7 @@ class Change:
     is_dir: bool = False
     dest_path: str = ""
     size: int = 0
+    seen: float = 0.0  # when the watcher saw it (monotonic; 0: when added)
 
 
 def as_plain(old: str | None, new: str | None, is_dir: bool) -> list[Change]:
@@ -79,7 +86,9 @@ class Batch:
     ``paths`` are listed to the handler (a path missing at SOURCE is deleted at
     DEST); ``walk`` are directories whose whole tree must be listed too; ``moves``
     are tried at DEST first; ``moved_only`` are the paths that need no transfer if
-    their move succeeded. A ``full`` batch compares everything instead.
+    their move succeeded; of those, ``suspect`` ones (a directory: all below it)
+    must be compared by content after the move. A ``full`` batch compares
+    everything instead.
     """
 
     paths: tuple[str, ...] = ()
@@ -88,6 +97,7 @@ class Batch:
     moved_only: frozenset[str] = frozenset()
     full: bool = False
     oldest: float = 0.0  # when the oldest change in it was seen
+    suspect: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -96,6 +106,32 @@ class _Entry:
     walk: bool = False
     big: bool = False
     moved_only: bool = False
+
+
+@dataclass
+class _Read:
+    """What one run read from SOURCE (``paths`` sorted; None: everything), and
+    until when a rename of it may have been seen after it was read (None: the run
+    is still going)."""
+
+    paths: tuple[str, ...] | None
+    until: float | None = None
+
+    def below(self, path: str, is_dir: bool) -> list[str]:
+        """The file PATH if it was read; for a directory, what was read below it (a
+        listed directory itself is only its attributes)."""
+        if self.paths is None:
+            return [path]
+        if not is_dir:
+            start = bisect_left(self.paths, path)
+            return [path] if start < len(self.paths) and self.paths[start] == path else []
+        prefix = path + "/"
+        found = []
+        for other in self.paths[bisect_left(self.paths, prefix) :]:
+            if not other.startswith(prefix):
+                break
+            found.append(other)
+        return found
 
 
 @dataclass
@@ -140,6 +176,7 @@ class Batcher:
     bigfile_threshold: int = 0
     bigfile_delay: float = 30.0
     max_pending: int = MAX_PENDING
+    event_lag: float = 5.0  # an event may be seen this long after its change
 
     _pending: dict[str, _Entry] = field(default_factory=dict)
     _sorted: _SortedPaths = field(default_factory=_SortedPaths)  # the keys of _pending
@@ -154,10 +191,13 @@ class Batcher:
     _parked_since: float | None = None  # the oldest and the earliest due of _parked
     _parked_due: float | None = None
     _last_run_end: float | None = None
+    _reads: list[_Read] = field(default_factory=list)  # runs a rename may have raced
+    _suspect: set[str] = field(default_factory=set)
 
     # -- input ------------------------------------------------------------
 
     def add(self, change: Change, now: float) -> None:
+        self._forget_reads(change.seen or now)
         if change.kind is Kind.OVERFLOW:
             self.request_full(now)
         elif change.kind is Kind.MOVED:
@@ -218,9 +258,17 @@ class Batcher:
     def parked(self) -> tuple[str, ...]:
         return tuple(sorted(self._parked))
 
+    def reading(self, paths: tuple[str, ...] | list[str], *, everything: bool = False) -> None:
+        """A run starts reading PATHS (EVERYTHING: the whole tree) from SOURCE."""
+        self._reads.append(_Read(None if everything else tuple(sorted(paths))))
+
     def ran(self, now: float) -> None:
-        """A handler run ended at ``now`` (for ``sync_interval``)."""
+        """A handler run ended at ``now`` (for ``sync_interval``; what it read may
+        be renamed under it until ``event_lag`` later)."""
         self._last_run_end = now
+        for read in self._reads:
+            if read.until is None:
+                read.until = now + self.event_lag
 
     # -- output -----------------------------------------------------------
 
@@ -280,6 +328,7 @@ class Batcher:
             moves=moves,
             moved_only=frozenset(p for p, e in taken.items() if e.moved_only),
             oldest=min(e.since for e in taken.values()),
+            suspect=self._take_suspect(),
         )
 
     # -- internals --------------------------------------------------------
@@ -363,6 +412,31 @@ class Batcher:
             moved = self._touch(new, now)
             moved.moved_only = True
         self._moves.append(Move(old, new, change.is_dir))
+        self._suspect_move(change)
+
+    def _suspect_move(self, change: Change) -> None:
+        """Suspect names follow a rename; the new name is suspect if a run may have
+        read the old one after the rename (the rename was seen before that run's
+        window closed), or if a run failed to send it (parked: DEST's copy is old)."""
+        old, new = change.path, change.dest_path
+        prefix = old + "/"
+        for path in [p for p in self._suspect if p == old or p.startswith(prefix)]:
+            self._suspect.discard(path)
+            self._suspect.add(new + path[len(old) :])
+        self._suspect.update(new + p[len(old) :] for p in self._parked if p == old or p.startswith(prefix))
+        for read in self._reads:
+            self._suspect.update(new + path[len(old) :] for path in read.below(old, change.is_dir))
+
+    def _forget_reads(self, seen: float) -> None:
+        """Changes come in the order they were seen: no later one can race a run
+        whose window closed before SEEN."""
+        self._reads = [r for r in self._reads if r.until is None or r.until >= seen]
+
+    def _take_suspect(self) -> frozenset[str]:
+        """The suspect names go with their moves."""
+        suspect = frozenset(self._suspect)
+        self._suspect.clear()
+        return suspect
 
     def _drop_below(self, path: str) -> None:
         for child in self._sorted.pop_below(path):
@@ -395,4 +469,5 @@ class Batcher:
         self._parked.clear()  # a full batch compares everything: they are in it
         self._sum_parked()
         self._moves.clear()
+        self._suspect.clear()  # moves are not repeated: what they touch is compared
         self._full_since = self._normal_since = self._big_since = None

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from workers import reconcile
@@ -80,6 +81,7 @@ class Worker:
             sync_interval=spec.sync_interval,
             bigfile_threshold=spec.bigfile_threshold,
             bigfile_delay=spec.bigfile_delay,
+            event_lag=EVENT_LAG,
         )
         self.reporter = Reporter(spec)
         self.rules = rules_mod.Rules()
@@ -289,7 +291,7 @@ class Worker:
         watcher = Watcher(
             self.source,
             lambda: self.rules,
-            self.inbox.put,
+            lambda change: self.inbox.put(replace(change, seen=time.monotonic())),
             on_degraded=lambda why: self.inbox.put(("degraded", why)),
             sizes=self.spec.bigfile_threshold > 0,
         )
@@ -434,6 +436,7 @@ class Worker:
         if batch.full and not initial:
             counters.resyncs += 1
         paths: list[str] | None = None
+        verify: frozenset[str] = frozenset()
         recursive = False
         covered = 0  # how many paths the run stands for (a recursive root covers the tree)
         attempt = 0
@@ -441,10 +444,11 @@ class Worker:
         while True:
             try:
                 if paths is None:
-                    paths, recursive, covered = self._plan(
+                    paths, recursive, covered, verify = self._plan(
                         batch, ignore_rules=initial and self.spec.full_initial_sync
                     )
-                outcome = self._send(paths, batch.full, recursive=recursive, progress=initial)
+                    self.batcher.reading(paths, everything=batch.full)
+                outcome = self._send(paths, batch.full, recursive=recursive, progress=initial, verify=verify)
             except ScanError as err:
                 outcome = Outcome(Verdict.RETRY, message=str(err))
             if outcome.verdict is Verdict.OK:
@@ -487,8 +491,10 @@ class Worker:
             self._unwatched, self._recheck = set(), set()
             if unwatched:
                 log.info("%d paths changed while not watched: compared by content", len(unwatched))
+                self.batcher.reading(unwatched)
                 if self._send(unwatched, False, recursive=False, checksum=True).verdict is not Verdict.OK:
                     again += unwatched  # as changed, with the retries of any batch
+                self.batcher.ran(time.monotonic())
             if again:
                 self.batcher.requeue(Batch(paths=tuple(again), oldest=batch.oldest), end)
         if failed:
@@ -581,9 +587,10 @@ class Worker:
         while (left := end - time.monotonic()) > 0:
             self._pump(min(left, POLL))
 
-    def _plan(self, batch: Batch, *, ignore_rules: bool) -> tuple[list[str], bool, int]:
+    def _plan(self, batch: Batch, *, ignore_rules: bool) -> tuple[list[str], bool, int, frozenset[str]]:
         """The list for one batch (moves done at DEST, new trees walked), whether
-        its directories may be sent as whole trees, and how many paths it covers."""
+        its directories may be sent as whole trees, how many paths it covers, and
+        which of them must be compared by content."""
         assert self.handler is not None
         self._check_source()
         rules = None if ignore_rules else self.rules
@@ -606,7 +613,7 @@ class Worker:
             dest = self.handler.scan_dest(self._deadline)
             if dest is None:
                 self._recheck = set(batch.paths)
-                return sorted(source), False, len(source)
+                return sorted(source), False, len(source), frozenset()
             dest = {p: e for p, e in dest.items() if not is_backup(p)}
             plan = mirror_list(source, dest, self.rules.allows)
             window = self.spec.modify_window  # what differs in size or mtime goes whole anyway
@@ -620,8 +627,8 @@ class Worker:
             self._recheck = {p for p in batch.paths if blind(p)}
             if self.handler.recursive and (rules is None or rules.empty):
                 # Nothing can be excluded: the root (recursively) plus the deletions says the same.
-                return ["", *(p for p in plan if p not in source)], True, len(plan)
-            return plan, False, len(plan)
+                return ["", *(p for p in plan if p not in source)], True, len(plan), frozenset()
+            return plan, False, len(plan), frozenset()
         self._agreed = []
         for move in batch.moves:
             self.links.moved(move.old, move.new)
@@ -671,12 +678,33 @@ class Worker:
             self._agreed = sorted(set(check).difference(differ))
         else:
             paths.update(check)  # DEST cannot be listed: send the renamed trees whole
+        verify = self._suspects(batch.suspect, paths)
+        if verify:
+            log.info(
+                "%d renamed paths a run may have read after the rename: compared by content", len(verify)
+            )
+        paths.update(verify)
         linked, unknown = self.links.others(self.source, paths, fresh=walk)
         paths.update(p for p in linked if self.rules.allows(p, False))
         if unknown:  # a link whose other names no scan has seen: the next batch compares all
             self.batcher.request_full(time.monotonic())
         kept = under_real_dirs(self.source, sorted(paths))
-        return kept, False, len(kept)
+        return kept, False, len(kept), verify.intersection(kept)
+
+    def _suspects(self, suspect: frozenset[str], listed: set[str]) -> frozenset[str]:
+        """What of SUSPECT (renamed at DEST while a run may have read the file that
+        took the old name's place: DEST's copy can hold other content under SOURCE's
+        size and mtime) is not already LISTED to be sent whole; a directory stands
+        for the files below it. Compared by content, not copied again."""
+        found: set[str] = set()
+        for path in suspect:
+            full = os.path.join(self.source, path)
+            if os.path.isdir(full) and not os.path.islink(full):
+                below = scan_local(self.source, self.rules, below=path)
+                found.update(p for p, e in below.items() if not e.is_dir)
+            elif os.path.lexists(full) and self.rules.allows(path, False):
+                found.add(path)
+        return frozenset(found.difference(listed))
 
     def _send(
         self,
@@ -687,17 +715,23 @@ class Worker:
         progress: bool = False,
         checksum: bool = False,
         root: bool = False,
+        verify: frozenset[str] = frozenset(),
     ) -> Outcome:
-        """Hand PATHS to the handler in runs of at most max_batch_paths/bytes (ROOT:
-        the last one makes the root's attributes equal too)."""
+        """Hand PATHS to the handler in runs of at most max_batch_paths/bytes;
+        those in VERIFY in runs of their own that compare content (ROOT: the last
+        run makes the root's attributes equal too)."""
         assert self.handler is not None
         failed: list[str] = []
         messages: list[str] = []
         sent = 0
         whole = False  # a run failed without naming its paths
-        chunks = list(self._chunks(paths, tty=progress and _tty())) or ([[]] if root else [])
+        tty = progress and _tty()
+        chunks = [(c, checksum) for c in self._chunks([p for p in paths if p not in verify], tty=tty)]
+        chunks += [(c, True) for c in self._chunks([p for p in paths if p in verify], tty=tty)]
+        if root and not chunks:
+            chunks = [([], checksum)]
         with self._progress("syncing", total=len(paths), enabled=progress) as advance:
-            for index, chunk in enumerate(chunks):
+            for index, (chunk, by_content) in enumerate(chunks):
                 self._check_source()
                 last = index == len(chunks) - 1
                 job = Job(
@@ -707,7 +741,7 @@ class Worker:
                     self.source,
                     self.spec.dest,
                     recursive,
-                    checksum,
+                    by_content,
                     root=root and last,
                 )
                 outcome = self.handler.send(job, self._deadline)

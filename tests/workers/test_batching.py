@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -302,7 +303,7 @@ def test_the_indexed_batcher_answers_as_the_scanning_one(steps: list[tuple[tuple
             model.add(change, now)
         elif step[0] == "take":
             last = fast.take(now, flush=step[1])
-            assert last == model.take(now, flush=step[1])
+            assert _plain(last) == model.take(now, flush=step[1])
         elif step[0] == "requeue" and last is not None:
             fast.requeue(last, now)
             model.requeue(last, now)
@@ -314,7 +315,12 @@ def test_the_indexed_batcher_answers_as_the_scanning_one(steps: list[tuple[tuple
             model.oldest(),
             model.ready_at(),
         )
-    assert fast.take(now, flush=True) == model.take(now, flush=True)
+    assert _plain(fast.take(now, flush=True)) == model.take(now, flush=True)
+
+
+def _plain(batch: Batch | None) -> Batch | None:
+    """BATCH without its suspect names (the scanning batcher had none)."""
+    return None if batch is None else replace(batch, suspect=frozenset())
 
 
 def test_a_storm_past_max_pending_becomes_one_full_batch_that_keeps_what_was_recorded() -> None:
@@ -347,3 +353,92 @@ def test_a_storm_of_deletions_costs_what_it_touches() -> None:
     assert time.process_time() - started < 1.0
     batch = b.take(2.0)
     assert batch is not None and len(batch.paths) == 50_000 + 2_000 + 200
+
+
+def moved(old: str, new: str, seen: float, is_dir: bool = False) -> Change:
+    return Change(Kind.MOVED, old, is_dir, dest_path=new, seen=seen)
+
+
+@pytest.mark.parametrize(
+    ("read", "end", "seen", "suspect"),
+    [
+        (("app.log", "b"), 10.0, 9.0, {"app.log.1"}),  # seen while the run went on
+        (("app.log",), 10.0, 14.9, {"app.log.1"}),  # seen within event_lag of its end
+        (("app.log",), 10.0, 3.0, {"app.log.1"}),  # seen before it started, taken in after it
+        (("app.log",), 10.0, 15.1, set()),  # seen later: the run read it before the rename
+        (("app.lo", "app.log.1", "app.log/x"), 10.0, 9.0, set()),  # the run did not read it
+        (None, 10.0, 9.0, {"app.log.1"}),  # a full run reads everything
+        (("app.log",), None, 9.0, {"app.log.1"}),  # taken in while the run goes on (a retry's backoff)
+    ],
+)
+def test_a_rename_a_run_may_have_read_after_it_happened_is_suspect(
+    read: tuple[str, ...] | None, end: float | None, seen: float, suspect: set[str]
+) -> None:
+    b = Batcher(delay=0.0, event_lag=5.0)
+    b.reading(read or (), everything=read is None)
+    if end is not None:
+        b.ran(end)
+    b.add(moved("app.log", "app.log.1", seen), now=30.0)  # applied late: when it was seen counts
+    batch = b.take(30.0)
+    assert batch is not None and batch.suspect == frozenset(suspect)
+    b.add(moved("b", "c", 31.0), now=31.0)
+    later = b.take(31.0)
+    assert later is not None and later.suspect == frozenset()  # handed out once, with its move
+
+
+@pytest.mark.parametrize(
+    ("read", "suspect"),
+    [
+        (("d/x", "d/sub/y", "d-other", "dd/z", "d"), {"e/x", "e/sub/y"}),  # what was read below it
+        (("d",), set()),  # a listed directory: its attributes, not its files
+        (("d-other", "dd/z"), set()),
+        (None, {"e"}),  # everything: the whole tree (the runner compares all below)
+    ],
+)
+def test_a_renamed_directory_suspects_what_was_read_below_it(
+    read: tuple[str, ...] | None, suspect: set[str]
+) -> None:
+    b = Batcher(delay=0.0)
+    b.reading(read or (), everything=read is None)
+    b.ran(10.0)
+    b.add(moved("d", "e", 10.5, is_dir=True), now=10.5)
+    batch = b.take(10.5)
+    assert batch is not None and batch.suspect == frozenset(suspect)
+
+
+def test_suspect_names_follow_later_renames_and_go_with_a_full_batch() -> None:
+    b = Batcher(delay=1.0)
+    b.reading(["a", "z"])
+    b.ran(1.0)
+    b.add(moved("a", "b", 1.5), 1.5)
+    b.add(moved("d", "e", 2.0, is_dir=True), 2.0)
+    b.add(moved("b", "e/b", 2.1), 2.1)  # not a read name itself, but it holds what was read
+    batch = b.take(5.0)
+    assert batch is not None and batch.suspect == frozenset({"e/b"})
+    b.add(moved("z", "y", 5.0), 5.0)
+    b.request_full(5.0)
+    full = b.take(6.0)  # moves are not repeated: the full compare and the pending paths cover them
+    assert full is not None and full.full and full.suspect == frozenset()
+    b.add(moved("q", "r", 6.5), 6.5)
+    batch = b.take(7.5)
+    assert batch is not None and batch.suspect == frozenset()
+
+
+def test_a_run_is_forgotten_once_a_change_seen_after_its_window_came() -> None:
+    b = Batcher(delay=0.0, event_lag=5.0)
+    b.reading(["a"])
+    b.ran(10.0)
+    b.add(Change(Kind.CONTENT, "x", seen=16.0), 16.0)
+    b.add(moved("a", "b", 14.0), 16.0)  # cannot happen (seen in order): shows the run is gone
+    batch = b.take(16.0)
+    assert batch is not None and batch.suspect == frozenset()
+
+
+def test_a_parked_path_renamed_is_suspect_under_its_new_name() -> None:
+    """A run failed to send it: DEST's copy, renamed at DEST, is the old version."""
+    b = Batcher(delay=0.0)
+    b.park(["d/f", "g"], since=0.0, now=0.0, retry_delay=60.0, max_delay=60.0)
+    b.add(moved("d", "e", 1.0, is_dir=True), 1.0)
+    b.add(moved("g", "h", 1.0), 1.0)
+    batch = b.take(1.0)
+    assert batch is not None and batch.suspect == frozenset({"e/f", "h"})

@@ -164,3 +164,24 @@ def test_direct_mode_repeats_renames_at_dest(dirs, start_worker) -> None:
         wait_until(lambda: (dst / "moved" / "e" / "f").exists() and not (dst / "d").exists(), 10)
         assert (dst / "moved" / "e" / "f").stat().st_ino == inode, "the rename was not repeated at DEST"
     assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_direct_mode_compares_content_when_asked(dirs, same: bool) -> None:
+    """A renamed file a run may have read under its old name after the rename:
+    DEST's copy has SOURCE's size and mtime, maybe not its content."""
+    from workers.spec import WorkerSpec
+    from workers.transfer import Job
+    from workers.transfer.direct import DirectHandler
+
+    src, dst = dirs
+    (src / "f").write_text("rotated")
+    (dst / "f").write_text("rotated" if same else "new log")
+    st = (src / "f").stat()
+    os.utime(dst / "f", ns=(st.st_atime_ns, st.st_mtime_ns))
+    kept = (dst / "f").stat().st_ino
+    handler = DirectHandler(WorkerSpec(source=str(src), dest=str(dst)))
+    job = Job(("f",), False, "t", str(src), str(dst), checksum=True)
+    assert handler.send(job, lambda: None).verdict.value == "ok"
+    assert (dst / "f").read_text() == "rotated"
+    assert ((dst / "f").stat().st_ino == kept) is same  # equal content is not copied again

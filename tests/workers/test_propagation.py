@@ -386,7 +386,6 @@ def test_the_ancestor_learns_what_is_below_a_folder_renamed_during_its_run(
     assert not (src / "e" / "x").exists() and not (dst / "e" / "x").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3")
 def test_a_log_rotated_while_its_run_is_on_keeps_each_content_under_its_name(dirs, start_worker) -> None:
     """rsync lists app.log (size, mtime), then sends the large file listed before
     it while app.log is renamed to app.log.1 and a new app.log is written; it opens
@@ -409,7 +408,6 @@ def test_a_log_rotated_while_its_run_is_on_keeps_each_content_under_its_name(dir
     assert worker.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3")
 def test_a_log_rotated_before_its_run_lists_it_keeps_each_content_under_its_name(
     dirs, start_worker, tmp_path
 ) -> None:

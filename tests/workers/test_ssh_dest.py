@@ -325,3 +325,22 @@ def test_unreachable_peer_with_ignore_failures_recovers(
     # after giving up the runner cools down for at most MAX_BACKOFF (30 s) before the next try
     wait_same(src, dst, worker, "recovery after sshd is back", timeout=40)
     assert worker.stop() == ExitCode.OK, worker.err()
+
+
+def test_log_rotated_while_its_run_reads_it_reaches_peer(
+    ssh_peer: SshPeer, dirs: tuple[Path, Path], start_worker: StartWorker
+) -> None:
+    """The rename is repeated at the peer (mv over ssh) after a run that listed
+    app.log sent the new log under it: the renamed file is compared by content."""
+    src, dst = dirs
+    log = write(src / "app.log", "old line\n" * 100)
+    worker = start_ssh(start_worker, ssh_peer, src, dst, "--rsync-arg=--bwlimit=2000")
+    worker.wait_running()
+    wait_same(src, dst, worker, "initial sync")
+    write(src / "a.big", os.urandom(3 * 1024 * 1024))  # listed before app.log: sent first
+    write(log, "old line\n" * 99 + "last old line\n")
+    wait_until(lambda: any(n.startswith(".a.big.") for n in os.listdir(dst)), SYNC_TIMEOUT, "run under way")
+    log.rename(src / "app.log.1")
+    write(log, "new line\n" * 99 + "last new line\n")  # the same size
+    assert worker.stop() == ExitCode.OK, worker.err()
+    assert tree(src) == tree(dst)

@@ -33,8 +33,9 @@ class Job:
     path is known to have changed and is sent whatever its size and mtime.
     ``recursive``: a listed directory stands for its whole tree (only used when
     no rule can exclude anything, and only by handlers with ``recursive``).
-    ``checksum``: the paths may have changed (found by ctime, not by an event):
-    a handler that can compare content skips those that are equal.
+    ``checksum``: the paths may have changed (found by ctime, not by an event;
+    or renamed at DEST after a run may have read another file under the old
+    name): a handler that can compare content skips those that are equal.
     ``root``: make the root's own attributes (mode, owner, times) equal too,
     after the paths (a created or deleted entry changes its mtime); the root is
     never in ``paths`` unless ``recursive``.
