@@ -33,6 +33,10 @@ from pathlib import Path
 import pytest
 
 SSHD = "/usr/sbin/sshd"
+# The peer is another host: this machine's /root/.bashrc (pyenv init, which takes
+# a lock that a killed session leaves behind: every ssh command then hung for
+# 60 s) is hidden in sshd's own mount namespace (ip netns exec makes one).
+_PEER_SHELL = '[ ! -e /root/.bashrc ] || mount --bind /dev/null /root/.bashrc; exec "$1" -D -e -f "$2"'
 PORT = 22
 _SUBNET_BASE = "10.213"  # a /30 out of 10.213.0.0/16, on the veth link only
 
@@ -178,7 +182,7 @@ Subsystem sftp internal-sftp
             self.pid_file.unlink()
         with open(self.log, "ab") as log:
             self.sshd = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, SSHD, "-D", "-e", "-f", str(self.config)],
+                ["ip", "netns", "exec", self.ns, "sh", "-c", _PEER_SHELL, "sshd", SSHD, str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
