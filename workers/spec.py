@@ -43,6 +43,18 @@ class Mode(StrEnum):
 
 
 _SSH_DEST = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>\[[^\]]+\]|[^@/:\s]+):(?P<path>.*)$")
+# What ssh and rsync take for a peer: a name or IPv4 address, or an IPv6 address
+# in brackets (with a zone). Nothing that ssh could read as an option.
+_HOST = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?\])$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_RSYNCD_PEER = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:]+)(?::\d+)?$")
+
+
+def _check_peer(text: str, host: str, user: str | None) -> None:
+    if not _HOST.match(host):
+        raise ValueError(f"DEST {text!r}: {host!r} is not a host name or address")
+    if user is not None and not _USER.match(user):
+        raise ValueError(f"DEST {text!r}: {user!r} is not a user name")
 
 
 class Destination(BaseModel):
@@ -65,11 +77,12 @@ class Destination(BaseModel):
             host, _, path = rest.partition("/")
             if not host or not path:
                 raise ValueError(f"rsync DEST {text!r} must look like rsync://host/module/path")
+            peer = _RSYNCD_PEER.match(host)
+            _check_peer(text, peer["host"] if peer else host, peer["user"] if peer else None)
             return cls(kind="rsyncd", host=host, path=path.rstrip("/"))
         match = _SSH_DEST.match(text)
         if match and not text.startswith(("/", "./")):
-            if match["host"].startswith("-") or (match["user"] or "").startswith("-"):
-                raise ValueError(f"DEST {text!r}: a host or user may not start with '-'")
+            _check_peer(text, match["host"], match["user"])
             path = match["path"] or "."
             return cls(kind="ssh", host=match["host"], user=match["user"] or "", path=path)
         return cls(kind="local", path=text)
