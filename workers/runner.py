@@ -280,6 +280,7 @@ class Worker:
             self.inbox.put,
             on_degraded=lambda why: self.inbox.put(("degraded", why)),
             sizes=self.spec.bigfile_threshold > 0,
+            max_watches=self.spec.max_watches,
         )
         self._watch_since = time.time()
         try:

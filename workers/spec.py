@@ -142,6 +142,9 @@ class WorkerSpec(BaseModel):
     max_batch_paths: int = Field(20000, ge=1, description="split a run above this many paths")
     max_batch_bytes: int = Field(0, ge=0, description="split a run above this many bytes; 0 = off")
     rescan_interval: float = Field(0.0, ge=0, description="periodic full rescan (s); 0 = off")
+    max_watches: int = Field(
+        0, ge=0, description="inotify watches this pair may hold; 0 = a quarter of max_user_watches"
+    )
 
     # rules
     rules: str | None = None
