@@ -1,6 +1,8 @@
 """The host-wide inotify budget: how much of the kernel's limits the workers use.
 
-Every SOURCE/DEST pair holds one inotify instance and one watch per directory.
+Every worker process (one per synced container) holds one inotify instance,
+shared by its pairs, and each pair one watch per monitored directory, up to its
+cap (``max_watches``, a quarter of max_user_watches by default).
 The limits are per user (``fs.inotify.max_user_watches`` and
 ``max_user_instances``), shared with everything else running as that user. A
 worker that cannot add a watch does not fail: it reports itself degraded and
@@ -70,7 +72,7 @@ def assess(
             (
                 "instances",
                 f"inotify instances {instances} of fs.inotify.max_user_instances={limits.max_user_instances} "
-                "(one per synced mount); raise it with sysctl -w fs.inotify.max_user_instances=N",
+                "(one per worker: per synced container); raise it with sysctl -w fs.inotify.max_user_instances=N",
             )
         )
     for name, why in sorted(degraded.items()):

@@ -102,6 +102,14 @@ def sync(
             rich_help_panel=_B,
         ),
     ] = 0.0,
+    max_watches: Annotated[
+        int,
+        typer.Option(
+            help="inotify watches this worker may hold (then it degrades to periodic rescans); "
+            "0 = a quarter of fs.inotify.max_user_watches.",
+            rich_help_panel=_B,
+        ),
+    ] = 0,
     rules: Annotated[
         Path | None,
         typer.Option(

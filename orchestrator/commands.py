@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.client import DEFAULT_URL, ApiError, Client
@@ -77,12 +78,29 @@ def _call(url: str, token: str | None, job: Callable[[Client], Any]) -> Any:
         with Client(url, token) as client:
             return job(client)
     except ApiError as err:
-        typer.echo(f"tandem: {err.message}", err=True)
+        typer.echo(f"tandem: {_clean(err.message, markup=False)}", err=True)
         raise typer.Exit(err.code) from None
 
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=False)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _clean(data: Any, *, markup: bool) -> Any:
+    """DATA from the server with every string made safe to print: control
+    characters shown as escapes (a file name may hold a terminal's), and with
+    MARKUP rich's brackets escaped (a label key may look like a tag)."""
+    if isinstance(data, str):
+        text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], data)
+        return escape(text) if markup else text
+    if isinstance(data, dict):
+        return {_clean(k, markup=markup): _clean(v, markup=markup) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_clean(v, markup=markup) for v in data]
+    return data
 
 
 def ago(ts: float | None, now: float) -> str:
@@ -115,6 +133,7 @@ def status(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False)
     if not workers:
         typer.echo("no workers (no container is enabled, or none runs)")
         return
+    workers = _clean(workers, markup=True)
     now = time.time()
     table = Table(box=None, pad_edge=False)
     for column in ("CONTAINER", "RUNTIME", "STATE", "LAG", "PENDING", "LAST SYNC", "SYNCS", "FAILURES"):
@@ -151,6 +170,7 @@ def show(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJso
     if as_json:
         typer.echo(json.dumps({**worker, "history": history}, indent=1))
         return
+    worker, history = _clean(worker, markup=True), _clean(history, markup=True)
     now = time.time()
     console = _console()
     c = worker["counters"]
@@ -221,6 +241,7 @@ def _print_policy(policy: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(policy, indent=1))
         return
+    policy = _clean(policy, markup=False)
     override = policy["override"]
     table = Table(box=None, pad_edge=False)
     for column in ("KEY", "IN FORCE", "OVERRIDE"):
@@ -229,15 +250,15 @@ def _print_policy(policy: dict[str, Any], as_json: bool) -> None:
         shown = policy["effective"].get(key)
         table.add_row(
             key,
-            "" if shown is None else json.dumps(shown),
-            json.dumps(override[key]) if key in override else "",
+            "" if shown is None else escape(json.dumps(shown)),
+            escape(json.dumps(override[key])) if key in override else "",
         )
     console = _console()
-    console.print(f"[bold]{policy['container']}[/]")
+    console.print(f"[bold]{escape(policy['container'])}[/]")
     console.print(table)
     if policy["error"]:
-        console.print(f"[bold red]error:[/] {policy['error']}")
-    console.print(f"applies: {policy['applies']}")
+        console.print(f"[bold red]error:[/] {escape(policy['error'])}")
+    console.print(f"applies: {escape(str(policy['applies']))}")
 
 
 @policy_app.command("get")
@@ -296,6 +317,7 @@ def events(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False)
             if as_json:
                 typer.echo(json.dumps({"event": kind, **worker}), nl=True)
                 continue
+            worker = _clean(worker, markup=False)
             when = time.strftime("%H:%M:%S")
             state = "removed" if kind == "removed" else worker["state"]
             why = f" ({worker['reason']})" if worker.get("reason") else ""
@@ -314,6 +336,7 @@ def split_brain(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json
     if as_json:
         typer.echo(json.dumps(found, indent=1))
         return
+    found = _clean(found, markup=True)
     console = _console()
     console.print(f"[bold]{name}[/]: {found['state']} ({found['reason']})")
     for mount in found["mounts"]:
@@ -357,6 +380,7 @@ def resolve(
     if as_json:
         typer.echo(json.dumps(done, indent=1))
         return
+    done = _clean(done, markup=False)
     for mount in done["mounts"]:
         typer.echo(f"{mount['label']}: {mount['summary']}")
         if dry_run:

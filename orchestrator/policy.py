@@ -131,8 +131,6 @@ def check_dest(dest: str, roots: tuple[str, ...]) -> Destination:
         raise PolicyError(f"destination {dest!r} must be an absolute path, host:/path or rsync://")
     if ".." in parsed.path.split("/"):
         raise PolicyError(f"destination {dest!r} may not contain '..'")
-    if parsed.host.startswith("-") or parsed.user.startswith("-"):
-        raise PolicyError(f"destination {dest!r}: a host or user may not start with '-'")
     if roots and not any(_under(str(parsed), root) for root in roots):
         raise PolicyError(f"destination {dest!r} is outside the allowed dest_roots: {', '.join(roots)}")
     return parsed

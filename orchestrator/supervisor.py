@@ -459,7 +459,8 @@ class Supervisor:
             for label, pair in e.pairs.items()
             if pair.degraded
         }
-        result = budget.assess(self.limits, watches, len(watches), self.settings.inotify_warn, degraded)
+        processes = sum(1 for e in self.entries.values() if e.process is not None)
+        result = budget.assess(self.limits, watches, processes, self.settings.inotify_warn, degraded)
         for key, warning in result.warnings:
             if key not in self._warned:
                 log.warning("%s", warning)

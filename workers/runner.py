@@ -294,6 +294,7 @@ class Worker:
             lambda change: self.inbox.put(replace(change, seen=time.monotonic())),
             on_degraded=lambda why: self.inbox.put(("degraded", why)),
             sizes=self.spec.bigfile_threshold > 0,
+            max_watches=self.spec.max_watches,
         )
         self._watch_since = time.time()
         try:

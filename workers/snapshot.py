@@ -257,7 +257,7 @@ def ssh_argv(dest: Destination, rsh: str | None, command: str) -> list[str]:
     """The argv that runs COMMAND (one shell string) on an ssh DEST's host."""
     host = dest.host.strip("[]")  # rsync takes [v6]:path, ssh wants the bare address
     target = f"{dest.user}@{host}" if dest.user else host
-    return [*shlex.split(rsh or "ssh"), target, command]
+    return [*shlex.split(rsh or "ssh"), "--", target, command]  # the host is never an option
 
 
 def scan_local_below(root: str, paths: list[str]) -> Tree:

@@ -43,6 +43,18 @@ class Mode(StrEnum):
 
 
 _SSH_DEST = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>\[[^\]]+\]|[^@/:\s]+):(?P<path>.*)$")
+# What ssh and rsync take for a peer: a name or IPv4 address, or an IPv6 address
+# in brackets (with a zone). Nothing that ssh could read as an option.
+_HOST = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?\])$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_RSYNCD_PEER = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:]+)(?::\d+)?$")
+
+
+def _check_peer(text: str, host: str, user: str | None) -> None:
+    if not _HOST.match(host):
+        raise ValueError(f"DEST {text!r}: {host!r} is not a host name or address")
+    if user is not None and not _USER.match(user):
+        raise ValueError(f"DEST {text!r}: {user!r} is not a user name")
 
 
 class Destination(BaseModel):
@@ -65,11 +77,12 @@ class Destination(BaseModel):
             host, _, path = rest.partition("/")
             if not host or not path:
                 raise ValueError(f"rsync DEST {text!r} must look like rsync://host/module/path")
+            peer = _RSYNCD_PEER.match(host)
+            _check_peer(text, peer["host"] if peer else host, peer["user"] if peer else None)
             return cls(kind="rsyncd", host=host, path=path.rstrip("/"))
         match = _SSH_DEST.match(text)
         if match and not text.startswith(("/", "./")):
-            if match["host"].startswith("-") or (match["user"] or "").startswith("-"):
-                raise ValueError(f"DEST {text!r}: a host or user may not start with '-'")
+            _check_peer(text, match["host"], match["user"])
             path = match["path"] or "."
             return cls(kind="ssh", host=match["host"], user=match["user"] or "", path=path)
         return cls(kind="local", path=text)
@@ -129,6 +142,9 @@ class WorkerSpec(BaseModel):
     max_batch_paths: int = Field(20000, ge=1, description="split a run above this many paths")
     max_batch_bytes: int = Field(0, ge=0, description="split a run above this many bytes; 0 = off")
     rescan_interval: float = Field(0.0, ge=0, description="periodic full rescan (s); 0 = off")
+    max_watches: int = Field(
+        0, ge=0, description="inotify watches this pair may hold; 0 = a quarter of max_user_watches"
+    )
 
     # rules
     rules: str | None = None

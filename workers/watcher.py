@@ -97,6 +97,16 @@ def translate(event: FileSystemEvent, root: str, rules: Rules, size: int = 0) ->
     return [Change(Kind.CONTENT, path, is_dir, size=size)]
 
 
+def default_max_watches(sysctl: str = "/proc/sys/fs/inotify/max_user_watches") -> int:
+    """A quarter of the host's per-user watches: one container's huge tree must
+    not take every watch of root (every worker's)."""
+    try:
+        with open(sysctl, encoding="ascii") as handle:
+            return max(1, int(handle.read()) // 4)
+    except (OSError, ValueError):
+        return 8192 // 4
+
+
 def _unwatched_dir(path: bytes) -> bool:
     """PATH, which got no watch, is a directory that should have had one: also a
     path longer than PATH_MAX (inotify takes paths only; watchdog then skips the
@@ -138,12 +148,15 @@ class Watcher:
         *,
         on_degraded: Callable[[str], None],
         sizes: bool = False,
+        max_watches: int = 0,
     ) -> None:
         self.root = os.path.abspath(root).rstrip("/") or "/"
         self.rules = rules
         self.sink = sink
         self.sizes = sizes
         self.on_degraded = on_degraded
+        self.max_watches = max_watches or default_max_watches()
+        self.capped = False  # the cap was reached (said once)
         self._observer: BaseObserver | None = None
         self._overflow = _OverflowLog(sink)
         self._groups: list[Any] = []  # our InotifyWatchGroup subclass (defined in start)
@@ -169,6 +182,15 @@ class Watcher:
                             self._add_callback(full)
 
             def _add_callback(self, path: bytes) -> None:
+                held = len(self._active_callbacks_by_path)  # the watcher's one group
+                if held >= watcher.max_watches and path not in self._active_callbacks_by_path:
+                    if not watcher.capped:  # once: every directory past the cap is in the rescans
+                        watcher.capped = True
+                        watcher.on_degraded(
+                            f"inotify watch cap {watcher.max_watches} reached at {os.fsdecode(path)!r} "
+                            "(--max-watches: the host's watches are shared by every worker)"
+                        )
+                    return
                 super()._add_callback(path)
                 if path not in self._active_callbacks_by_path and _unwatched_dir(path):
                     watcher.on_degraded(f"no inotify watch on {os.fsdecode(path)!r}")

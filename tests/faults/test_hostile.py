@@ -562,7 +562,7 @@ def bad_labels(tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
         "paths-nul": ({**ON, "tandem.paths": '["/data\\u0000/x"]'}, "not an absolute container path"),
         "dest-climb": ({**ON, "tandem.dest": f"{tmp_path}/dest/../escaped/{{container}}"}, "'..'"),
         "dest-outside": ({**ON, "tandem.dest": "/etc/tandem-hostile/{container}"}, "outside the allowed"),
-        "dest-dash": ({**ON, "tandem.dest": "-oProxyCommand=touch:/x"}, "may not start with '-'"),
+        "dest-dash": ({**ON, "tandem.dest": "-oProxyCommand=touch:/x"}, "not a host name or address"),
         "dest-placeholder": ({**ON, "tandem.dest": f"{tmp_path}/dest/{{container.__class__}}"}, "not one of"),
     }
 

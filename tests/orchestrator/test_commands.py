@@ -204,3 +204,19 @@ def test_events_follows_state_changes(running: tuple[Serve, str], tmp_path: Path
             follower.stdout.close()
             follower.stderr.close()
     assert follower.returncode in (0, 130)
+
+
+def test_container_strings_are_printed_as_text(tmp_path: Path, serve) -> None:
+    """Issue 15 item 12: a label key that looks like rich markup crashed `tandem
+    status`; a terminal escape in a label reached the terminal raw."""
+    s = serve(config(tmp_path), *args())
+    s.wait_runtime("lxc")
+    hostile = ("tandem.[/]=1", "tandem.\x1b]0;owned\x07\x1b[2J=1")
+    lxc_hook(s.state_dir, "evil", "start-host", rootfs(tmp_path, "evil"), ON, *hostile)
+    s.wait_state("evil", "failed")
+    url = s.url()
+    for argv in (("status",), ("workers", "show", "evil"), ("policy", "get", "evil")):
+        out = ok(*argv, url=url)
+        assert "\x1b" not in out and "\x07" not in out, argv
+    assert "tandem.[/]" in ok("status", url=url)
+    assert "\\x1b" in ok("workers", "show", "evil", url=url)

@@ -405,3 +405,21 @@ def test_sighup_that_widens_the_rules_sends_newly_included_files(dirs, start_wor
     worker.signal(signal.SIGHUP)
     wait_until(lambda: (dst / "a.log").exists(), 10, "newly included file sent")
     assert worker.stop() == 0
+
+
+def test_a_worker_holds_at_most_its_inotify_watch_cap(dirs, start_worker) -> None:
+    """Issue 15 item 13: watches are shared by every worker of root; past its cap
+    a worker degrades to periodic rescans instead of taking them all."""
+    src, dst = dirs
+    for i in range(30):
+        (src / f"d{i}").mkdir()
+    worker = start_worker(src, dst, "--delay", "0.1", "--max-watches", "10")
+    worker.wait_running()
+    wait_until(lambda: worker.lines[-1]["degraded"], 10, "degraded")
+    assert "watch cap 10" in str(worker.lines[-1]["degraded"])
+    assert 0 < int(worker.lines[-1]["watches"]) <= 10
+    (src / "d29" / "f").write_text("unwatched: found by a rescan")
+    worker.signal(signal.SIGUSR2)
+    wait_until(lambda: (dst / "d29" / "f").exists(), 10, "rescanned")
+    assert worker.stderr.count(b"watch cap 10 reached") == 1
+    assert worker.stop() == 0

@@ -28,6 +28,16 @@ from workers.spec import Destination, Mode, WorkerSpec
         ("rsync://h/mod/p", "rsyncd", "h", "", "mod/p", "rsync://h/mod/p/"),
         ("rsync://h/mod/p/", "rsyncd", "h", "", "mod/p", "rsync://h/mod/p/"),
         ("rsync://h/mod", "rsyncd", "h", "", "mod", "rsync://h/mod/"),
+        ("rsync://u@h:8873/mod", "rsyncd", "u@h:8873", "", "mod", "rsync://u@h:8873/mod/"),
+        ("[fe80::1%eth0]:/p", "ssh", "[fe80::1%eth0]", "", "/p", "[fe80::1%eth0]:/p/"),
+        (
+            "backup_1@node-b.example:/p",
+            "ssh",
+            "node-b.example",
+            "backup_1",
+            "/p",
+            "backup_1@node-b.example:/p/",
+        ),
     ],
 )
 def test_destination_parse(text: str, kind: str, host: str, user: str, path: str, root: str) -> None:
@@ -36,7 +46,24 @@ def test_destination_parse(text: str, kind: str, host: str, user: str, path: str
     assert dest.rsync_root() == root
 
 
-@pytest.mark.parametrize("text", ["", "rsync://h", "rsync://h/", "rsync:///mod"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "rsync://h",
+        "rsync://h/",
+        "rsync:///mod",
+        # nothing ssh could read as an option, brackets or not (issue 15 item 8)
+        "-oProxyCommand=x:/p",
+        "[-oProxyCommand=touch /tmp/pwned]:/x",
+        "[-o]:/x",
+        "-l@host:/p",
+        "u@-oX:/p",
+        "rsync://-oX/mod/p",
+        "rsync://[-oProxyCommand=x]/mod/p",
+        "[::1;id]:/p",
+    ],
+)
 def test_destination_parse_errors(text: str) -> None:
     with pytest.raises(ValueError):
         Destination.parse(text)

@@ -279,7 +279,18 @@ def test_scan_dest_over_ssh_reads_odd_names(ssh_peer: SshPeer, tmp_path: Path) -
 def test_ssh_argv_unbrackets_ipv6_hosts() -> None:
     dest = Destination.parse("root@[fd00::5]:/srv/dest")
     assert dest.host == "[fd00::5]" and dest.rsync_root() == "root@[fd00::5]:/srv/dest/"
-    assert ssh_argv(dest, "ssh -p 2222", "true") == ["ssh", "-p", "2222", "root@fd00::5", "true"]
+    assert ssh_argv(dest, "ssh -p 2222", "true") == ["ssh", "-p", "2222", "--", "root@fd00::5", "true"]
+
+
+@pytest.mark.parametrize("host", ["[-oProxyCommand=touch {mark}]", "u@[-oProxyCommand=touch {mark}]"])
+def test_a_host_ssh_would_take_for_an_option_is_refused(dirs, start_worker, tmp_path, host: str) -> None:
+    """Issue 15 item 8: the leading-dash check looked at '[' and ssh_argv stripped it."""
+    src, _ = dirs
+    mark = tmp_path / "pwned"
+    worker = start_worker(src, f"{host.format(mark=mark)}:/x", "--delay", "0.1")
+    assert worker.wait(20) == ExitCode.CONFIG
+    assert "not a host name or address" in worker.err()
+    assert not mark.exists()
 
 
 # 6 ------------------------------------------------------------------------------
