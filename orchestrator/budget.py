@@ -72,7 +72,8 @@ def assess(
             (
                 "instances",
                 f"inotify instances {instances} of fs.inotify.max_user_instances={limits.max_user_instances} "
-                "(one per worker: per synced container); raise it with sysctl -w fs.inotify.max_user_instances=N",
+                "(one per worker: per synced container); "
+                "raise it with sysctl -w fs.inotify.max_user_instances=N",
             )
         )
     for name, why in sorted(degraded.items()):
