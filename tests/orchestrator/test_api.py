@@ -161,7 +161,7 @@ BAD_POLICIES: list[tuple[object, str]] = [
     ({"dest": "relative/path"}, "absolute"),
     ({"dest": "/x/../../etc/{container}"}, ".."),
     ({"dest": "/srv/{nope}"}, "{nope}"),
-    ({"dest": "-oProxyCommand=x:/srv"}, "'-'"),
+    ({"dest": "-oProxyCommand=x:/srv"}, "not a host name or address"),
     ({"dest": "/etc"}, "outside the allowed dest_roots"),
     ({"enable": 0}, "true or false"),
     ({"delay": True}, "number of seconds"),
