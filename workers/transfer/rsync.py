@@ -13,7 +13,14 @@ from workers.proc import SpawnError, run
 from workers.snapshot import Tree, scan_dest, scan_dest_below, ssh_argv
 from workers.spec import WorkerSpec
 from workers.transfer import ConfigError, Deadline, Job, Outcome, Verdict, localfs
-from workers.transfer.rsync_plan import ROOT_ONLY, build_argv, classify, encode_list, transferred_bytes
+from workers.transfer.rsync_plan import (
+    ROOT_ONLY,
+    build_argv,
+    classify,
+    encode_list,
+    remote_move_command,
+    transferred_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +50,7 @@ class RsyncHandler:
             return localfs.move(self.dest.path, move)
         if self.dest.kind != "ssh" or time.monotonic() < self._unreachable_until:
             return False  # an rsync daemon cannot rename; a peer that just failed is not asked again
-        q = shlex.quote
-        parent = move.new.rpartition("/")[0] or "."
-        command = (
-            f"cd {q(self.dest.path)} && {{ [ -e {q(move.old)} ] || [ -L {q(move.old)} ]; }} && "
-            f"mkdir -p -- {q(parent)} && mv -T -- {q(move.old)} {q(move.new)}"
-        )
+        command = remote_move_command(self.dest.path, move.old, move.new)  # refuses symlinked parents
         result = run(ssh_argv(self.dest, self.spec.rsh, command), timeout=MOVE_TIMEOUT, deadline=deadline)
         if result.returncode == SSH_FAILED or result.timed_out:
             # The rest of the batch's renames would each wait as long: send content instead.
