@@ -40,6 +40,7 @@ from workers.splitbrain import (
     same,
 )
 from workers.transfer import Deadline, Verdict
+from workers.transfer.localfs import rename_below
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,9 @@ def _rename_loser(
     by a later start: nothing was overwritten yet)."""
     if winner is Side.THERE:  # our version loses: it becomes the copy, here
         try:
-            os.rename(os.path.join(source, path), os.path.join(source, copy))
+            # Through directory fds, never a symlink: the container may have swapped
+            # a directory on the way for a link to a host directory since the scan.
+            rename_below(source, path, copy, here[path].type)
         except OSError as err:
             raise Unresolved(
                 ExitCode.SYNC_FAILED, f"split-brain: cannot keep {path!r} as {copy!r}: {err}"

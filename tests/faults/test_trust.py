@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WorkerProc
+from tests.conftest import WorkerProc, wait_until
 from tests.faults.test_hostile import Canary, assert_no_loss
 from tests.sshpeer import running_peer
 from workers.transfer.rsync_plan import remote_move_command
@@ -109,3 +109,82 @@ def test_remote_rename_never_passes_through_a_dest_symlink(
         assert worker.stop() == 0, worker.err()
     assert (dst / "sub" / "f").read_text() == "* * * * * root echo owned\n"
     canary.untouched()
+
+
+# -- 5. the split-brain loser's rename at SOURCE, a parent swapped for a link after the scan ------------
+
+T0 = 1_700_000_000.0  # mtimes set by hand: which side is newer must not depend on the clock
+
+
+def write(path: Path, text: str, mtime: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.utime(path, (mtime, mtime))
+
+
+def acting_rsh(tmp_path: Path, rsh: str, when: str, act: str) -> tuple[str, Path]:
+    """An --rsh that runs ACT (shell) once, just before the first ssh command that
+    contains WHEN, while the file it returns exists: the container acting at a
+    known point of the worker's start (e.g. during DEST's scan), every time."""
+    armed = tmp_path / "armed"
+    script = tmp_path / "rsh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *{shlex.quote(when)}*) '
+        f"if rm {shlex.quote(str(armed))} 2>/dev/null; then {act}; fi;; esac\n"
+        f'exec {rsh} "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(script), armed
+
+
+def split_brain_args(tmp_path: Path, policy: str) -> tuple[str, ...]:
+    state = tmp_path / "state"
+    return (
+        "--delay",
+        "0.2",
+        "--split-brain",
+        policy,
+        "--snapshot-file",
+        str(state / "snap.json.gz"),
+        "--split-brain-report",
+        str(state / "report.json"),
+        "--host-name",
+        "host-a",
+        "--peer-name",
+        "host-b",
+    )
+
+
+@pytest.mark.real
+@pytest.mark.ssh
+def test_loser_rename_never_follows_a_parent_swapped_after_the_scan(
+    tmp_path: Path, start_worker: Callable[..., WorkerProc]
+) -> None:
+    """keep-both, DEST's ``d/secret`` newer: SOURCE's version is to become its
+    conflict copy. While DEST is scanned (after SOURCE's scan) the container
+    replaces ``d`` with a symlink to a host directory holding a ``secret``: that
+    host file must not be renamed. The worker stops instead (a later start
+    decides again)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    canary = Canary(tmp_path)
+    write(src / "d" / "secret", "v1", T0)
+    with running_peer() as peer:
+        args = split_brain_args(tmp_path, "keep-both")
+        worker = start_worker(src, peer.dest(dst), "--rsh", peer.rsh, *args)
+        worker.wait_running(30)
+        assert_no_loss(src, dst)
+        assert worker.stop() == 0, worker.err()
+        write(src / "d" / "secret", "A's edit", T0 + 100)
+        write(dst / "d" / "secret", "B's edit", T0 + 200)  # newer: DEST's version wins
+        swap = f"mv {src / 'd'} {src / 'd.moved'} && ln -s {canary.dir} {src / 'd'}"
+        rsh, armed = acting_rsh(tmp_path, peer.rsh, "-mindepth 1", swap)
+        armed.touch()
+        worker = start_worker(src, peer.dest(dst), "--rsh", rsh, *args)
+        wait_until(lambda: worker.proc.poll() is not None or worker.status() == "running", 30, "a decision")
+        assert not armed.exists(), "the container's swap did not run"
+        canary.untouched()
+        assert worker.wait(5) == 4, worker.err()
+    assert "cannot keep 'd/secret'" in worker.err()
+    assert (src / "d.moved" / "secret").read_text() == "A's edit"
+    assert (dst / "d" / "secret").read_text() == "B's edit"
