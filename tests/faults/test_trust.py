@@ -14,6 +14,7 @@ Each test fails without its guard (a host file moved or renamed).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -188,3 +189,40 @@ def test_loser_rename_never_follows_a_parent_swapped_after_the_scan(
     assert "cannot keep 'd/secret'" in worker.err()
     assert (src / "d.moved" / "secret").read_text() == "A's edit"
     assert (dst / "d" / "secret").read_text() == "B's edit"
+
+
+# -- 6. a .tandem-backup the container made a symlink ------------------------------------------------
+
+
+@pytest.mark.real
+@pytest.mark.ssh
+@pytest.mark.parametrize("side", ["source", "dest"])
+def test_backup_folder_made_a_symlink_halts(
+    side: str, tmp_path: Path, start_worker: Callable[..., WorkerProc]
+) -> None:
+    """Both sides changed ``f``; the losing side (SOURCE for a pull, the peer's DEST
+    for a push) holds ``.tandem-backup -> <host dir>``: rsync would move the loser
+    into the host directory. The worker halts (exit 3) naming the folder, before
+    anything changes on either side."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    canary = Canary(tmp_path)
+    write(src / "f", "v1", T0)
+    with running_peer() as peer:
+        args = split_brain_args(tmp_path, "newest")
+        worker = start_worker(src, peer.dest(dst), "--rsh", peer.rsh, *args)
+        worker.wait_running(30)
+        assert_no_loss(src, dst)
+        assert worker.stop() == 0, worker.err()
+        newer, older = (dst, src) if side == "source" else (src, dst)
+        write(newer / "f", "the winner", T0 + 200)
+        write(older / "f", "the loser", T0 + 100)
+        (older / ".tandem-backup").symlink_to(canary.dir)
+        worker = start_worker(src, peer.dest(dst), "--rsh", peer.rsh, *args)
+        wait_until(lambda: worker.proc.poll() is not None or worker.status() == "running", 30, "a decision")
+        canary.untouched()
+        assert worker.wait(5) == 3, worker.err()
+    assert f"{side.upper()}'s backup folder '.tandem-backup' is not a real directory" in worker.err()
+    assert (older / "f").read_text() == "the loser"
+    assert (newer / "f").read_text() == "the winner"
+    report = json.loads((tmp_path / "state" / "report.json").read_text())
+    assert "backup folder" in report["halt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -49,25 +50,54 @@ def move(root: str, change: Move) -> bool:
 _STEP = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_parent(root: str, rel: str, *, make: bool = False) -> tuple[int, str]:
-    """A directory fd of REL's parent below ROOT and REL's last name. Each directory
-    on the way is opened relative to the one before it and never through a symlink
-    (ELOOP / ENOTDIR): a link swapped in after a scan cannot lead out of ROOT.
-    MAKE: missing directories are made on the way (also never through a link)."""
-    *dirs, name = rel.split("/")
+class NotInside(OSError):
+    """A directory on the way is a symlink or not a directory: using it could lead out of ROOT."""
+
+
+def open_dir(root: str, rel: str, *, make: bool = False) -> int:
+    """A directory fd of REL below ROOT ('' is ROOT). Each directory on the way is
+    opened relative to the one before it and never through a symlink (NotInside):
+    a link swapped in after a scan cannot lead out of ROOT. MAKE: missing
+    directories are made on the way (also never through a link)."""
     fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for part in dirs:
+        for part in filter(None, rel.split("/")):
             if make:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, dir_fd=fd)
-            step = os.open(part, _STEP, dir_fd=fd)
+            try:
+                step = os.open(part, _STEP, dir_fd=fd)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise NotInside(err.errno, f"{part!r} on the way to {rel!r} is not a directory") from None
+                raise
             os.close(fd)
             fd = step
     except BaseException:
         os.close(fd)
         raise
-    return fd, name
+    return fd
+
+
+def open_parent(root: str, rel: str, *, make: bool = False) -> tuple[int, str]:
+    """A directory fd of REL's parent below ROOT (see ``open_dir``) and REL's last name."""
+    head, _, name = rel.rpartition("/")
+    return open_dir(root, head, make=make), name
+
+
+def real_dir(root: str, rel: str) -> str:
+    """ROOT/REL made a real directory (NotInside when a link or a file is on the way),
+    as the absolute path it resolves to now: for a program that takes a path (rsync's
+    --backup-dir), never one it would resolve through a link made later on the way."""
+    fd = open_dir(root, rel, make=True)
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    expected = os.path.join(os.path.realpath(root), rel)
+    if where != expected:
+        raise NotInside(errno.EXDEV, f"{rel!r} below {root!r} is {where!r}")
+    return where
 
 
 def rename_below(root: str, old: str, new: str, kind: str = "") -> None:

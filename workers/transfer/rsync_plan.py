@@ -282,3 +282,10 @@ def remote_move_command(root: str, old: str, new: str) -> str:
         + _reach("make", new_dir)
         + f"exec mv -T -- /dev/fd/3/{q(old_base)} ./{q(new_base)}"
     )
+
+
+def remote_dir_command(root: str, rel: str) -> str:
+    """The shell command that makes ROOT/REL a real directory on the peer (never
+    through a symlink or a file on the way: exit 1) and prints $root, ROOT resolved,
+    NUL-terminated."""
+    return _ENTER + _at_root(root) + _reach("make", rel) + "printf '%s\\0' \"$root\""
