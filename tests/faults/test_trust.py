@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,8 @@ import pytest
 from tests.conftest import WorkerProc, wait_until
 from tests.faults.test_hostile import Canary, assert_no_loss
 from tests.sshpeer import running_peer
-from workers.transfer.rsync_plan import remote_move_command
+from workers.transfer import localfs
+from workers.transfer.rsync_plan import remote_dir_command, remote_move_command
 
 pytestmark = [pytest.mark.faults]
 
@@ -57,8 +59,10 @@ def _tree(root: Path) -> set[str]:
         ("a/f", "trail\n/f\n", True),  # names ending in a new line
     ],
 )
-@pytest.mark.parametrize("shell", ["sh", "bash"])
-def test_remote_move_command(tmp_path: Path, shell: str, old: str, new: str, moved: bool) -> None:
+@pytest.mark.parametrize("shell", ["sh", "bash", "local"])
+def test_rename_below_root(tmp_path: Path, shell: str, old: str, new: str, moved: bool) -> None:
+    """The peer's rename command (run by SHELL) and the local one through directory
+    fds ("local") agree: a rename is done, or refused with nothing changed."""
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "a").mkdir(parents=True)
     outside.mkdir()
@@ -69,15 +73,58 @@ def test_remote_move_command(tmp_path: Path, shell: str, old: str, new: str, mov
     (root / "b").mkdir()
     (root / "link").symlink_to(outside)
     before_outside, before = _tree(outside), _tree(root)
-    result = subprocess.run(
-        [shell, "-c", remote_move_command(str(root), old, new)], capture_output=True, timeout=10, check=False
-    )
+    if shell == "local":
+        try:
+            localfs.rename_below(str(root), old, new)
+            done, why = True, ""
+        except OSError as err:
+            done, why = False, str(err)
+    else:
+        command = remote_move_command(str(root), old, new)
+        result = subprocess.run([shell, "-c", command], capture_output=True, timeout=10, check=False)
+        done, why = result.returncode == 0, result.stderr.decode()
     assert _tree(outside) == before_outside, "something was made or renamed outside ROOT"
-    assert (result.returncode == 0) is moved, result.stderr
+    assert done is moved, why
     if moved:
         assert (root / new).exists() and not os.path.lexists(root / old)
     else:
         assert _tree(root) == before, "a refused rename changed ROOT"
+
+
+@pytest.mark.parametrize(
+    ("rel", "made"),
+    [
+        (".tandem-backup/S", True),
+        ("new/deep/S", True),
+        ("b/S\n", True),
+        ("link/S", False),  # a symlink out of the tree
+        ("file/S", False),  # a file on the way
+    ],
+)
+def test_backup_folder_commands(tmp_path: Path, rel: str, made: bool) -> None:
+    """The peer's command (sh) and the local walk make REL a real directory below
+    ROOT, and name it by its absolute path; never through a link or a file."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "b").mkdir(parents=True)
+    outside.mkdir()
+    (root / "file").write_text("")
+    (root / "link").symlink_to(outside)
+    result = subprocess.run(
+        ["sh", "-c", remote_dir_command(str(root), rel)], capture_output=True, timeout=10, check=False
+    )
+    assert result.returncode == (0 if made else 1), result.stderr
+    assert not list(outside.iterdir()), "something was made outside ROOT"
+    if made:
+        assert result.stdout == os.fsencode(root) + b"\0"
+        assert (root / rel).is_dir() and not (root / rel).is_symlink()
+        shutil.rmtree(root / rel.split("/")[0])
+        (root / "b").mkdir(exist_ok=True)
+        assert localfs.real_dir(str(root), rel) == str(root / rel)
+        assert (root / rel).is_dir()
+    else:
+        with pytest.raises(localfs.NotInside):
+            localfs.real_dir(str(root), rel)
+        assert not list(outside.iterdir())
 
 
 # -- 4. a rename at an ssh DEST through the container's old symlink --------------------------------
