@@ -40,6 +40,7 @@ from workers.splitbrain import (
     same,
 )
 from workers.transfer import Deadline, Verdict
+from workers.transfer.localfs import NotInside, rename_below
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,10 @@ def resolve(
         raise Unresolved(ExitCode.SAFETY_HALT, halt)
     if decision.winner is Side.HERE and not there:
         return describe(decision)  # DEST is empty: the initial sync sends it all, nothing to back up
-    backup = f"{spec.backup_dir or BACKUP_DIR}/{stamp(now)}"
+    backups = _backup_folders(spec, handler, source, decision, now, deadline)
+    if isinstance(backups, str):
+        write_report(spec.split_brain_report, report(spec, diffs, here, there, ancestor, backups, now))
+        raise Unresolved(ExitCode.SAFETY_HALT, backups)
     expected = dict(here)  # SOURCE as it should be now, unless the container changed it
     for conflict in decision.conflicts:
         _rename_loser(handler, source, conflict.path, conflict.copy, conflict.winner, here, there, deadline)
@@ -232,15 +236,49 @@ def resolve(
         for run in ([p for p in paths if p in absent], [p for p in paths if p not in absent]):
             if not run:
                 continue
-            outcome = handler.transfer(source, tuple(run), pull=pull, backup_dir=backup, deadline=deadline)
+            outcome = handler.transfer(
+                source, tuple(run), pull=pull, backup_dir=backups[pull], deadline=deadline
+            )
             if outcome.verdict is not Verdict.OK:
                 raise Unresolved(
                     ExitCode.SYNC_FAILED,
                     f"split-brain {'pull' if pull else 'push'} failed: {outcome.message}",
                 )
     summary = describe(decision)
-    log.warning("split-brain resolved: %s (what lost is under %s on its side)", summary, backup)
+    where = " and ".join(sorted(set(backups.values()))) or "its side's backup folder"
+    log.warning("split-brain resolved: %s (what lost is under %s)", summary, where)
     return summary
+
+
+def _backup_folders(
+    spec: WorkerSpec, handler: Any, source: str, decision: Decision, now: float, deadline: Deadline
+) -> dict[bool, str] | str:
+    """The --backup-dir of each receiving side (key: pull), made before anything
+    changes; or why not (a halt). The default folder is below each side's root,
+    where the container may have put a symlink in its place: it is made a real
+    directory and given to rsync as an absolute path (a configured one is used
+    as it is)."""
+    rel = f"{BACKUP_DIR}/{stamp(now)}"
+    if spec.backup_dir:
+        return {True: f"{spec.backup_dir}/{stamp(now)}", False: f"{spec.backup_dir}/{stamp(now)}"}
+    folders: dict[bool, str] = {}
+    # A pull may turn into pushes (paths the container changed meanwhile): DEST's too.
+    for pull, needed in ((True, decision.pull), (False, decision.push or decision.pull)):
+        if not needed:
+            continue
+        side = "SOURCE" if pull else "DEST"
+        try:
+            folders[pull] = handler.backup_folder(source, rel, pull=pull, deadline=deadline)
+        except NotInside as err:
+            return (
+                f"split-brain safety halt: {side}'s backup folder {BACKUP_DIR!r} is not a real "
+                f"directory ({err.strerror}): remove or rename it, then start again"
+            )
+        except OSError as err:
+            raise Unresolved(
+                ExitCode.SYNC_FAILED, f"split-brain: cannot make {side}'s backup folder: {err}"
+            ) from None
+    return folders
 
 
 def unchanged(
@@ -306,7 +344,9 @@ def _rename_loser(
     by a later start: nothing was overwritten yet)."""
     if winner is Side.THERE:  # our version loses: it becomes the copy, here
         try:
-            os.rename(os.path.join(source, path), os.path.join(source, copy))
+            # Through directory fds, never a symlink: the container may have swapped
+            # a directory on the way for a link to a host directory since the scan.
+            rename_below(source, path, copy, here[path].type)
         except OSError as err:
             raise Unresolved(
                 ExitCode.SYNC_FAILED, f"split-brain: cannot keep {path!r} as {copy!r}: {err}"

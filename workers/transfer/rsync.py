@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shlex
 import shutil
 import time
@@ -13,7 +15,15 @@ from workers.proc import SpawnError, run
 from workers.snapshot import Tree, scan_dest, scan_dest_below, ssh_argv
 from workers.spec import WorkerSpec
 from workers.transfer import ConfigError, Deadline, Job, Outcome, Verdict, localfs
-from workers.transfer.rsync_plan import ROOT_ONLY, build_argv, classify, encode_list, transferred_bytes
+from workers.transfer.rsync_plan import (
+    ROOT_ONLY,
+    build_argv,
+    classify,
+    encode_list,
+    remote_dir_command,
+    remote_move_command,
+    transferred_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +53,7 @@ class RsyncHandler:
             return localfs.move(self.dest.path, move)
         if self.dest.kind != "ssh" or time.monotonic() < self._unreachable_until:
             return False  # an rsync daemon cannot rename; a peer that just failed is not asked again
-        q = shlex.quote
-        parent = move.new.rpartition("/")[0] or "."
-        command = (
-            f"cd {q(self.dest.path)} && {{ [ -e {q(move.old)} ] || [ -L {q(move.old)} ]; }} && "
-            f"mkdir -p -- {q(parent)} && mv -T -- {q(move.old)} {q(move.new)}"
-        )
+        command = remote_move_command(self.dest.path, move.old, move.new)  # refuses symlinked parents
         result = run(ssh_argv(self.dest, self.spec.rsh, command), timeout=MOVE_TIMEOUT, deadline=deadline)
         if result.returncode == SSH_FAILED or result.timed_out:
             # The rest of the batch's renames would each wait as long: send content instead.
@@ -72,12 +77,33 @@ class RsyncHandler:
         root = self._run(job.source, self.dest.rsync_root(), ("",), deadline, full=False, extra=ROOT_ONLY)
         return replace(root, bytes=root.bytes + outcome.bytes, failed=())
 
+    def backup_folder(self, source: str, rel: str, *, pull: bool, deadline: Deadline) -> str:
+        """REL below the receiving side's root (SOURCE for a PULL, DEST otherwise) made a
+        real directory, as the absolute resolved path for rsync's --backup-dir: a
+        relative one is resolved by rsync through whatever the tree holds there (a
+        container's ``.tandem-backup -> /etc``). localfs.NotInside when a symlink or a
+        file is on the way; OSError when the peer cannot be asked."""
+        if pull or self.dest.kind == "local":
+            return localfs.real_dir(source if pull else self.dest.path, rel)
+        if self.dest.kind != "ssh":
+            return rel  # an rsync daemon resolves it inside its module
+        command = remote_dir_command(self.dest.path, rel)
+        result = run(ssh_argv(self.dest, self.spec.rsh, command), timeout=MOVE_TIMEOUT, deadline=deadline)
+        if result.timed_out or result.returncode not in (0, 1):
+            raise OSError(
+                f"cannot make {rel!r} at {self.dest}: exit {result.returncode}: {result.stderr_tail()}"
+            )
+        if result.returncode == 1:
+            raise localfs.NotInside(errno.ENOTDIR, f"{rel!r} at {self.dest} is not a real directory")
+        root = os.fsdecode(result.stdout.rstrip(b"\0"))
+        return f"{root}/{rel}"  # root is "" for "/"
+
     def transfer(
         self, source: str, paths: tuple[str, ...], *, pull: bool, backup_dir: str, deadline: Deadline
     ) -> Outcome:
         """Split-brain: PATHS from SOURCE to DEST (or, PULL, from DEST back to SOURCE);
         whatever they overwrite or delete on the receiving side is moved to BACKUP_DIR
-        (relative to that side's root) first."""
+        (absolute: see ``backup_folder``) first."""
         ends = (self.dest.rsync_root(), source) if pull else (source, self.dest.rsync_root())
         backup = ("--backup", f"--backup-dir={backup_dir}")
         return self._run(*ends, paths, deadline, full=False, extra=backup, ignore=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 
 from workers.transfer import Verdict
@@ -229,3 +230,62 @@ def unescape(name: bytes) -> bytes:
         else:
             out += b"\\#" + part
     return out
+
+
+# -- renames and backup folders on an ssh peer: one shell command each -------------------------------
+# The peer's tree is not trusted: a directory on the way may be a symlink (synced
+# from the container) to anywhere on the peer. Each step enters one component
+# with `cd -P` (never a symlink, never through CDPATH) and then compares the
+# physical working directory with the path it must be; only then is anything
+# made or renamed there. `at` prints a dot after the path: command substitution
+# would drop the new lines a name may end with.
+_ENTER = (
+    "unset CDPATH; "
+    'enter() { for c in "$@"; do [ ! -L "$c" ] && [ -d "$c" ] && cd -P -- "./$c" || return 1; done; }; '
+    'make() { for c in "$@"; do [ ! -L "$c" ] || return 1; [ -d "$c" ] || mkdir -- "./$c" || return 1; '
+    'cd -P -- "./$c" || return 1; done; }; '
+    'at() { [ "$(pwd -P; echo .)" = "$1" ]; }; '
+)
+
+
+def _parts(path: str) -> str:
+    return " ".join(shlex.quote(p) for p in path.split("/") if p)
+
+
+def _at_root(root: str) -> str:
+    """Enter ROOT and remember it as $root (physical, no trailing slash)."""
+    return f'cd -P -- {shlex.quote(root)} || exit 1; root=$(pwd -P); root="${{root%/}}"; '
+
+
+def _reach(step: str, path: str) -> str:
+    """STEP (enter or make) down to PATH below $root, then check where it arrived."""
+    if not path:
+        return 'cd -P -- "$root/" || exit 1; '
+    where = shlex.quote(f"/{path}\n.")
+    return f'cd -P -- "$root/" && {step} {_parts(path)} && at "$root"{where} || exit 1; '
+
+
+def remote_move_command(root: str, old: str, new: str) -> str:
+    """The shell command that renames OLD to NEW below ROOT on the peer, or fails
+    (nothing moved) when a directory on the way to either is a symlink or not a
+    directory. The old name's directory is held open (fd 3) while the new one's
+    is reached, and the rename goes through it (/dev/fd/3, the very directory
+    checked), so the check and the rename are one step, in one command."""
+    old_dir, _, old_base = old.rpartition("/")
+    new_dir, _, new_base = new.rpartition("/")
+    q = shlex.quote
+    return (
+        _ENTER
+        + _at_root(root)
+        + _reach("enter", old_dir)
+        + f"{{ [ -e ./{q(old_base)} ] || [ -L ./{q(old_base)} ]; }} || exit 1; exec 3<.; "
+        + _reach("make", new_dir)
+        + f"exec mv -T -- /dev/fd/3/{q(old_base)} ./{q(new_base)}"
+    )
+
+
+def remote_dir_command(root: str, rel: str) -> str:
+    """The shell command that makes ROOT/REL a real directory on the peer (never
+    through a symlink or a file on the way: exit 1) and prints $root, ROOT resolved,
+    NUL-terminated."""
+    return _ENTER + _at_root(root) + _reach("make", rel) + "printf '%s\\0' \"$root\""
