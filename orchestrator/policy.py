@@ -201,7 +201,10 @@ def plan(
             mount=mount.name,
             runtime=container.runtime,
         )
-        check_dest(dest, settings.dest_roots)
+        parsed = check_dest(dest, settings.dest_roots)
+        # The worker makes a local or ssh DEST's missing directories itself (0700, never
+        # through a symlink); rsync's --mkpath, which follows links, only for a daemon.
+        mkpath = ("--mkpath",) if parsed.kind == "rsyncd" else ()
         try:
             pairs.append(
                 WorkerSpec(
@@ -211,7 +214,7 @@ def plan(
                     delay=policy.delay if policy.delay is not None else BUILTIN_DELAY,
                     exclude=policy.exclude or (),
                     rsh=settings.rsh,
-                    rsync_arg=("--mkpath", *settings.rsync_args),
+                    rsync_arg=(*mkpath, *settings.rsync_args),
                     json=True,
                     heartbeat=settings.heartbeat,
                     stop_timeout=settings.stop_timeout,

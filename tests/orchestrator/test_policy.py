@@ -43,7 +43,7 @@ def test_labels_give_one_pair_per_mount() -> None:
     ]
     pair = spec.pairs[0]
     assert pair.json_status and pair.parent_pid == 42 and pair.delay == 1.0
-    assert "--mkpath" in pair.rsync_arg
+    assert "--mkpath" not in pair.rsync_arg  # the worker makes DEST, never through a symlink
 
 
 def test_paths_select_mounts_and_the_layer() -> None:

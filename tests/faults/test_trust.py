@@ -1,0 +1,173 @@
+"""Trust boundaries of destinations (issue 15): a destination is checked as a
+resolved path, without following links, on both hosts; one container's
+destination can never be another's; what tandem makes on DEST's path is closed
+to other users.
+
+Real components only: ``tandem sync`` with real rsync, local and on a real ssh
+peer (tests/sshpeer.py), and a real ``tandem serve`` fed by its LXC hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WorkerProc
+from tests.faults.compare import digest
+from tests.faults.test_hostile import Canary
+from tests.serve import Serve, lxc_hook, serve_fixture  # noqa: F401
+from tests.sshpeer import running_peer
+
+pytestmark = [pytest.mark.faults, pytest.mark.real]
+
+KINDS = ["local", pytest.param("ssh", marks=pytest.mark.ssh)]
+
+
+@contextlib.contextmanager
+def dest_for(kind: str) -> Iterator[tuple[Callable[[Path], str], tuple[str, ...]]]:
+    """(a function naming a directory as DEST, the worker's extra arguments)."""
+    if kind == "local":
+        yield str, ()
+        return
+    with running_peer() as peer:
+        yield peer.dest, ("--rsh", peer.rsh)
+
+
+def replicate(start_worker: Callable[..., WorkerProc], src: Path, dest: str, *extra: str) -> None:
+    """One ``tandem sync --only-initial-sync`` run of SRC to DEST."""
+    worker = start_worker(src, dest, "--only-initial-sync", *extra)
+    assert worker.wait(60) == 0, worker.err()
+
+
+# -- 1. a destination through a symlink tandem replicated itself ----------------------------------
+
+
+@pytest.mark.parametrize("policy", ["remote", "local"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_dest_through_a_replicated_symlink_is_refused(
+    kind: str, policy: str, tmp_path: Path, start_worker: Callable[..., WorkerProc]
+) -> None:
+    """Container A's volume holds ``x -> host dir``; tandem copies it, as a symlink,
+    into A's replica. B's DEST names ``A's replica/x``: the worker refuses it
+    before writing anything, so the host directory is neither pulled into B's
+    volume (remote) nor overwritten and moved to a backup (local)."""
+    canary = Canary(tmp_path)
+    src_a, src_b = tmp_path / "a", tmp_path / "b"
+    src_a.mkdir()
+    src_b.mkdir()
+    os.symlink(canary.dir, src_a / "x")
+    (src_b / "secret").write_text("b's own file, other content\n")
+    (src_b / "only-b").write_text("b\n")
+    before_b = digest(src_b)
+    replica_a = tmp_path / "root" / "h1" / "a" / "rootfs"
+    replica_a.parent.mkdir(parents=True)
+    with dest_for(kind) as (name, extra):
+        replicate(start_worker, src_a, name(replica_a), *extra)
+        assert (replica_a / "x").is_symlink(), "tandem replicates the container's symlink as one"
+        worker = start_worker(
+            src_b,
+            name(replica_a / "x"),
+            "--only-initial-sync",
+            "--split-brain",
+            policy,
+            "--snapshot-file",
+            str(tmp_path / "b.snap"),
+            *extra,
+        )
+        code = worker.wait(60)
+    canary.untouched()
+    canary.nowhere_in(src_b)
+    assert digest(src_b) == before_b
+    assert code == 2, worker.err()
+    assert "'x' on its path is a symbolic link" in worker.err()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dest_below_a_symlinked_directory_is_refused(
+    kind: str, tmp_path: Path, start_worker: Callable[..., WorkerProc]
+) -> None:
+    """A link higher up (DEST = link/deeper/path, not there yet): nothing is made
+    through it, the worker refuses at start."""
+    canary = Canary(tmp_path)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("f\n")
+    os.symlink(canary.dir, tmp_path / "link")
+    with dest_for(kind) as (name, extra):
+        # --mkpath as the supervisor gave it before: it made the path through the link
+        worker = start_worker(
+            src,
+            name(tmp_path / "link" / "deeper" / "dst"),
+            "--only-initial-sync",
+            "--rsync-arg=--mkpath",
+            *extra,
+        )
+        code = worker.wait(60)
+    canary.untouched()
+    assert code == 2, worker.err()
+    assert "'link' on its path is a symbolic link" in worker.err()
+
+
+# -- 7. setuid files and device nodes: the directories on the way are closed ----------------------
+
+
+def special_tree(src: Path) -> None:
+    """A setuid binary and a device node, as in a root filesystem."""
+    (src / "bin").mkdir()
+    tool = src / "bin" / "tool"
+    tool.write_bytes(b"#!/bin/sh\n")
+    tool.chmod(0o4755)
+    (src / "dev").mkdir()
+    os.mknod(src / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_made_directories_are_closed_to_other_users(
+    kind: str, tmp_path: Path, start_worker: Callable[..., WorkerProc]
+) -> None:
+    """DEST's missing directories are made 0700 by the worker (not by rsync's
+    --mkpath: 0755, through links); the setuid file and the device node arrive
+    as they are, behind them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    special_tree(src)
+    base = tmp_path / "replicas"
+    base.mkdir(mode=0o755)
+    dst = base / "h1" / "c1" / "rootfs"
+    with dest_for(kind) as (name, extra):
+        replicate(start_worker, src, name(dst), "--rsync-arg=--mkpath", *extra)  # as serve gave it
+    for made in (base / "h1", base / "h1" / "c1"):  # DEST itself takes SOURCE's mode, as a replica
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
+    assert stat.S_IMODE((dst / "bin" / "tool").stat().st_mode) == 0o4755
+    assert stat.S_ISCHR((dst / "dev" / "null").lstat().st_mode)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_dest_every_user_can_reach_is_warned_about(
+    kind: str, tmp_path: Path, start_worker: Callable[..., WorkerProc]
+) -> None:
+    """Every directory on DEST's path is o+x (made so by the operator): the worker
+    says so at start; behind a closed directory it does not."""
+    src = tmp_path / "src"
+    src.mkdir()
+    special_tree(src)
+    base = Path(tempfile.mkdtemp(prefix="tandem-open-", dir="/tmp"))  # pytest's tmp is 0700
+    try:
+        base.chmod(0o755)
+        (base / "dst").mkdir(mode=0o755)
+        with dest_for(kind) as (name, extra):
+            worker = start_worker(src, name(base / "dst"), "--only-initial-sync", *extra)
+            assert worker.wait(60) == 0, worker.err()
+            assert "is reachable by every user" in worker.err()
+            closed = start_worker(src, name(tmp_path / "dst"), "--only-initial-sync", *extra)
+            assert closed.wait(60) == 0, closed.err()
+            assert "reachable by every user" not in closed.err()
+    finally:
+        shutil.rmtree(base)
