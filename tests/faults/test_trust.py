@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WorkerProc
+from tests.conftest import WorkerProc, tree, wait_until
 from tests.faults.compare import digest
 from tests.faults.test_hostile import Canary
+from tests.orchestrator.test_api import api
+from tests.orchestrator.test_supervisor import ON, args, config, dest, rootfs
 from tests.serve import Serve, lxc_hook, serve_fixture  # noqa: F401
 from tests.sshpeer import running_peer
 
@@ -171,3 +173,86 @@ def test_a_dest_every_user_can_reach_is_warned_about(
             assert "reachable by every user" not in closed.err()
     finally:
         shutil.rmtree(base)
+
+
+# -- the supervisor: labels and API overrides ----------------------------------------------------
+
+
+def roots_config(tmp_path: Path) -> str:
+    """Every container to tmp/dest/{host}/{container}/{mount}; labels and the API
+    may choose only below tmp/dest."""
+    return config(tmp_path, f'dest_roots = ["{tmp_path}/dest"]')
+
+
+def test_serve_refuses_a_label_dest_through_a_replicated_symlink(tmp_path: Path, serve) -> None:
+    """The issue's case through ``tandem serve`` and its LXC hook: container a's
+    rootfs holds ``x -> host dir``, replicated as a symlink; b's label (and then an
+    API override) names a's replica/x, under dest_roots as text. b fails with the
+    reason; the host directory is neither read into b nor written."""
+    canary = Canary(tmp_path)
+    s = serve(roots_config(tmp_path), *args())
+    s.wait_runtime("lxc")
+    root_a = rootfs(tmp_path, "a")
+    os.symlink(canary.dir, root_a / "x")
+    lxc_hook(s.state_dir, "a", "start-host", root_a, ON, "tandem.delay=0.2")
+    replica = dest(tmp_path, "a")
+    wait_until(lambda: (replica / "x").is_symlink(), 15, "a's symlink replicated")
+    root_b = rootfs(tmp_path, "b")
+    (root_b / "secret").write_text("b's own\n")
+    before = digest(root_b)
+    lxc_hook(
+        s.state_dir, "b", "start-host", root_b, ON, f"tandem.dest={replica}/x", "tandem.split-brain=remote"
+    )
+    reason = s.wait_state("b", "failed")["reason"]
+    assert "'x' on its path is a symbolic link" in reason, reason
+    with api(s) as client:
+        body = {"dest": f"{replica}/x/{{container}}", "split-brain": "local"}
+        put = client.put("/containers/b/policy", json=body)
+        assert put.status_code == 422 and "symbolic link" in put.json()["detail"], put.text
+    canary.untouched()
+    canary.nowhere_in(root_b)
+    assert digest(root_b) == before
+    s.alive()
+
+
+def test_a_container_cannot_take_another_containers_place(tmp_path: Path, serve) -> None:
+    """Under dest_roots, labels naming a's replica (as it is, below it, or built
+    from a container named like a's host part) and an API override doing the
+    same are refused with the reason, also once a has stopped (a known spec);
+    a's replica is untouched, nothing is pulled into the others."""
+    s = serve(roots_config(tmp_path), *args())
+    s.wait_runtime("lxc")
+    root_a = rootfs(tmp_path, "a")
+    (root_a / "data").write_text("a's data\n")
+    lxc_hook(s.state_dir, "a", "start-host", root_a, ON, "tandem.delay=0.2")
+    replica = dest(tmp_path, "a")
+    wait_until(lambda: tree(replica) == tree(root_a), 15, "a synced")
+    kept = digest(replica)
+    top = tmp_path / "dest"
+    cases = {
+        "b": (f"tandem.dest={replica}", "must keep {container}"),
+        "c": (f"tandem.dest={replica}/{{container}}", "overlaps a's destination"),
+        "h1": (f"tandem.dest={top}/{{container}}/a/{{mount}}", "is a's destination"),
+    }
+    roots = {}
+    for name, (label, _words) in cases.items():
+        roots[name] = rootfs(tmp_path, name)
+        (roots[name] / "data").write_text(f"{name}'s data\n")
+        lxc_hook(s.state_dir, name, "start-host", roots[name], ON, label, "tandem.split-brain=local")
+    for name, (_label, words) in cases.items():
+        reason = s.wait_state(name, "failed")["reason"]
+        assert words in reason, (name, reason)
+    lxc_hook(s.state_dir, "e", "start-host", rootfs(tmp_path, "e"), ON)
+    s.wait_state("e", "running")
+    with api(s) as client:
+        put = client.put("/containers/e/policy", json={"dest": f"{replica}/{{container}}"})
+        assert put.status_code == 422 and "overlaps a's destination" in put.json()["detail"], put.text
+    lxc_hook(s.state_dir, "a", "post-stop")
+    s.wait_state("a", "stopped")
+    lxc_hook(s.state_dir, "h1", "start-host", roots["h1"], ON, cases["h1"][0], "tandem.split-brain=local")
+    wait_until(lambda: "is a's destination" in s.worker("h1").get("reason", ""), 15, "h1 refused again")
+    assert s.worker("h1")["state"] == "failed"
+    assert digest(replica) == kept
+    for name, root in roots.items():
+        assert (root / "data").read_text() == f"{name}'s data\n"
+    s.alive()
