@@ -162,7 +162,7 @@ def parse_remote(path: str, output: bytes) -> Walk:
     for index, name in enumerate(names):
         word, _, mode = (lines[index] if index < len(lines) else "").partition(" ")
         if word in _WHY:
-            raise Refused(f"DEST {path!r}: {name!r} on its path {_WHY[word]} on the peer")
+            raise Refused(f"DEST {path!r} on the peer: {name!r} on its path {_WHY[word]}")
         if word not in ("ok", "made") or not mode.isdigit():
             raise Refused(f"DEST {path!r}: the peer's walk stopped at {name!r} ({output[-200:]!r})")
         if word == "made":

@@ -10,6 +10,7 @@ peer (tests/sshpeer.py), and a real ``tandem serve`` fed by its LXC hook.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -23,7 +24,7 @@ from tests.conftest import WorkerProc, tree, wait_until
 from tests.faults.compare import digest
 from tests.faults.test_hostile import Canary
 from tests.orchestrator.test_api import api
-from tests.orchestrator.test_supervisor import ON, args, config, dest, rootfs
+from tests.orchestrator.test_supervisor import ON, args, config, dest, peer_config, rootfs
 from tests.serve import Serve, lxc_hook, serve_fixture  # noqa: F401
 from tests.sshpeer import running_peer
 
@@ -256,3 +257,39 @@ def test_a_container_cannot_take_another_containers_place(tmp_path: Path, serve)
     for name, root in roots.items():
         assert (root / "data").read_text() == f"{name}'s data\n"
     s.alive()
+
+
+@pytest.mark.ssh
+def test_serve_over_ssh_refuses_a_dest_through_a_replicated_symlink_on_the_peer(
+    tmp_path: Path, serve
+) -> None:
+    """The same on an ssh peer, after a supervisor restart that forgot a (so no
+    overlap check can help): b's worker walks its DEST on the peer, finds the
+    symlink tandem replicated there, and fails before writing; the peer's host
+    directory is neither read into b nor written."""
+    canary = Canary(tmp_path)
+    remote = tmp_path / "remote"
+    with running_peer() as peer:
+        settings = peer_config(peer, remote, f"dest_roots = [{json.dumps(peer.dest(remote))}]\n")
+        first = serve(settings, *args())
+        first.wait_runtime("lxc")
+        root_a = rootfs(tmp_path, "a")
+        os.symlink(canary.dir, root_a / "x")
+        lxc_hook(first.state_dir, "a", "start-host", root_a, ON)
+        replica = remote / "h1" / "a" / "rootfs"
+        wait_until(lambda: (replica / "x").is_symlink(), 30, "a's symlink replicated on the peer")
+        lxc_hook(first.state_dir, "a", "post-stop")
+        first.wait_state("a", "stopped")
+        assert first.stop() == 0
+        second = serve(settings, *args())
+        second.wait_runtime("lxc")
+        root_b = rootfs(tmp_path, "b")
+        (root_b / "secret").write_text("b's own\n")
+        before = digest(root_b)
+        label = f"tandem.dest={peer.dest(replica / 'x')}/{{container}}"
+        lxc_hook(second.state_dir, "b", "start-host", root_b, ON, label, "tandem.split-brain=remote")
+        reason = second.wait_state("b", "failed", timeout=60)["reason"]
+        assert "on the peer: 'x' on its path is a symbolic link" in reason, reason
+    canary.untouched()
+    canary.nowhere_in(root_b)
+    assert digest(root_b) == before
