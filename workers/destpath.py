@@ -19,6 +19,7 @@ import errno
 import os
 import shlex
 import stat
+from collections.abc import Callable
 from typing import NamedTuple
 
 from workers.proc import run
@@ -171,18 +172,23 @@ def parse_remote(path: str, output: bytes) -> Walk:
     return Walk(tuple(made), tuple(modes))
 
 
-def walk_ssh(dest: Destination, rsh: str | None, timeout: float) -> Walk:
-    """Walk an ssh DEST on the peer; ScanError when the peer cannot be asked."""
-    result = run(ssh_argv(dest, rsh, remote_command(dest.path)), timeout=timeout)
+def walk_ssh(
+    dest: Destination, rsh: str | None, timeout: float, deadline: Callable[[], float | None] | None = None
+) -> Walk:
+    """Walk an ssh DEST on the peer; ScanError when the peer cannot be asked.
+    DEADLINE (if given) is read while waiting: a stop shortens the wait."""
+    result = run(ssh_argv(dest, rsh, remote_command(dest.path)), timeout=timeout, deadline=deadline)
     if result.returncode != 0:
         raise ScanError(f"cannot walk DEST {dest}: exit {result.returncode}: {result.stderr_tail()}")
     return parse_remote(dest.path, result.stdout)
 
 
-def walk(dest: Destination, rsh: str | None, timeout: float) -> Walk | None:
+def walk(
+    dest: Destination, rsh: str | None, timeout: float, deadline: Callable[[], float | None] | None = None
+) -> Walk | None:
     """Check (and complete) DEST's path; None for an rsync daemon (not walkable)."""
     if dest.kind == "local":
         return walk_local(dest.path)
     if dest.kind == "ssh":
-        return walk_ssh(dest, rsh, timeout)
+        return walk_ssh(dest, rsh, timeout, deadline)
     return None

@@ -178,7 +178,7 @@ class Worker:
         attempt = 0
         while not self._stopping:
             try:
-                walk = destpath.walk(dest, self.spec.rsh, WALK_TIMEOUT)
+                walk = destpath.walk(dest, self.spec.rsh, WALK_TIMEOUT, self._deadline)
             except destpath.Refused as err:
                 raise Halt(ExitCode.CONFIG, str(err)) from None
             except ScanError as err:
@@ -191,9 +191,10 @@ class Worker:
                 continue
             if walk is None:
                 log.info("DEST %s is an rsync daemon's: its path is resolved by the daemon", dest)
-            elif walk.made:
+                return
+            if walk.made:
                 log.info("made %s on the way to DEST (mode 0700)", "/".join(walk.made))
-            why = destpath.warning(str(dest), walk) if walk is not None else None
+            why = destpath.warning(str(dest), walk)
             if why:
                 log.warning("%s", why)
             return
