@@ -13,9 +13,11 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import posixpath
 import re
+import stat
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -120,9 +122,12 @@ def _parse(template: str) -> list[tuple[str, str | None, str | None, str | None]
         raise PolicyError(f"destination template {template!r}: {err}") from None
 
 
-def check_dest(dest: str, roots: tuple[str, ...]) -> Destination:
-    """DEST parsed; refused when it climbs with '..', names an odd ssh peer, or
-    (with ROOTS set) lies outside every allowed root."""
+def check_dest(
+    dest: str, roots: tuple[str, ...], *, lstat: Callable[[str], os.stat_result] = os.lstat
+) -> Destination:
+    """DEST parsed; refused when it climbs with '..', names an odd ssh peer,
+    (with ROOTS set) lies outside every allowed root, or (local) has a symlink
+    on its path as it is now (LSTAT; the worker walks it again before writing)."""
     try:
         parsed = Destination.parse(dest)
     except ValueError as err:
@@ -133,7 +138,69 @@ def check_dest(dest: str, roots: tuple[str, ...]) -> Destination:
         raise PolicyError(f"destination {dest!r} may not contain '..'")
     if roots and not any(_under(str(parsed), root) for root in roots):
         raise PolicyError(f"destination {dest!r} is outside the allowed dest_roots: {', '.join(roots)}")
+    link = _link_on_the_way(parsed.path, lstat) if parsed.kind == "local" else None
+    if link is not None:
+        raise PolicyError(
+            f"destination {dest!r}: {link!r} on its path is a symbolic link (name the real path)"
+        )
     return parsed
+
+
+def _link_on_the_way(path: str, lstat: Callable[[str], os.stat_result]) -> str | None:
+    """The first existing component of PATH that is a symlink, else None (a
+    missing one ends the walk: the worker makes the rest, 0700)."""
+    at = ""
+    for name in (n for n in path.split("/") if n not in ("", ".")):
+        at = f"{at}/{name}"
+        try:
+            mode = lstat(at).st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return name
+    return None
+
+
+def own_place(template: str, dest: str, roots: tuple[str, ...], **values: str) -> None:
+    """A destination a label or the API set under ROOTS must keep ``{container}``
+    as a whole path component below the root, so that it names this container's
+    own place and never another's (or the root holding them all)."""
+    marked = render_dest(template, **{**values, "container": "{container}"})
+    try:
+        text = str(Destination.parse(marked))
+    except ValueError:
+        text = ""
+    rendered = str(Destination.parse(dest))  # the root it is under counts, not the marked text
+    depth = max((len(r.rstrip("/").split("/")) for r in roots if _under(rendered, r)), default=0)
+    if "{container}" not in text.split("/")[depth:]:
+        raise PolicyError(
+            f"destination {dest!r} (from a label or the API) must keep {{container}} as a whole "
+            f"path component below the dest_roots, e.g. {roots[0].rstrip('/')}/{{container}}/{{mount}}"
+        )
+
+
+def _key(dest: str) -> tuple[str, str, tuple[str, ...]]:
+    """What two destinations are compared by: kind, host, normalised path parts."""
+    parsed = Destination.parse(dest)
+    path = posixpath.normpath("/" + parsed.path)
+    return parsed.kind, parsed.host.lower(), tuple(p for p in path.split("/") if p)
+
+
+def clash(dests: Iterable[str], others: Mapping[str, Iterable[str]]) -> str | None:
+    """Why one of DESTS cannot be used beside the destinations of OTHERS (container
+    -> its destinations): the same place, or one inside the other. None: apart."""
+    for dest in dests:
+        mine = _key(dest)
+        for name, theirs in sorted(others.items()):
+            for other in theirs:
+                kind, host, parts = _key(other)
+                if (kind, host) != mine[:2]:
+                    continue
+                shorter = min(len(parts), len(mine[2]))
+                if parts[:shorter] == mine[2][:shorter]:
+                    how = "is" if len(parts) == len(mine[2]) else "overlaps"
+                    return f"destination {dest!r} {how} {name}'s destination {other!r}"
+    return None
 
 
 def _under(dest: str, root: str) -> bool:
@@ -187,6 +254,9 @@ def plan(
         raise PolicyError(f"container name {container.name!r} cannot be used in a path")
     if not policy.dest:
         raise PolicyError("no destination: set tandem.dest or dest in [defaults] of the config file")
+    untrusted = (override is not None and override.dest is not None) or from_labels(
+        container.labels
+    ).dest is not None
     mounts = select_mounts(container, policy.paths)
     if len(mounts) > 1 and "{mount}" not in policy.dest:
         raise PolicyError(
@@ -201,7 +271,20 @@ def plan(
             mount=mount.name,
             runtime=container.runtime,
         )
-        check_dest(dest, settings.dest_roots)
+        parsed = check_dest(dest, settings.dest_roots)
+        if untrusted and settings.dest_roots:
+            own_place(
+                policy.dest,
+                dest,
+                settings.dest_roots,
+                host=settings.host,
+                container=container.name,
+                mount=mount.name,
+                runtime=container.runtime,
+            )
+        # The worker makes a local or ssh DEST's missing directories itself (0700, never
+        # through a symlink); rsync's --mkpath, which follows links, only for a daemon.
+        mkpath = ("--mkpath",) if parsed.kind == "rsyncd" else ()
         try:
             pairs.append(
                 WorkerSpec(
@@ -211,7 +294,7 @@ def plan(
                     delay=policy.delay if policy.delay is not None else BUILTIN_DELAY,
                     exclude=policy.exclude or (),
                     rsh=settings.rsh,
-                    rsync_arg=("--mkpath", *settings.rsync_args),
+                    rsync_arg=(*mkpath, *settings.rsync_args),
                     json=True,
                     heartbeat=settings.heartbeat,
                     stop_timeout=settings.stop_timeout,

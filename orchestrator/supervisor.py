@@ -33,7 +33,7 @@ from orchestrator import budget, lifecycle
 from orchestrator.api import ControlError, PolicyOut, ResolvedMount, ResolveIn, ResolveOut, SplitBrainOut
 from orchestrator.lifecycle import Act, Event, Life, Phase
 from orchestrator.metrics import Metrics
-from orchestrator.policy import PolicyError, effective, plan, standby_file
+from orchestrator.policy import PolicyError, clash, effective, plan, standby_file
 from orchestrator.process import WorkerProcess
 from orchestrator.runtimes import Action, Container, ContainerEvent, Listing, Message, Runtime, RuntimeState
 from orchestrator.settings import ContainerPolicy, Settings
@@ -251,6 +251,7 @@ class Supervisor:
         entry = self.entries.get(name)
         try:
             spec = plan(container, self.settings, self.overrides.get(name), parent_pid=os.getpid())
+            self._check_apart(name, spec)
         except Exception as err:  # a label no check foresaw fails this container, never the rest
             why = str(err) if isinstance(err, PolicyError) else f"cannot plan: {type(err).__name__}: {err}"
             why = why if len(why) <= 400 else why[:400] + "..."
@@ -276,6 +277,21 @@ class Supervisor:
             log.info("%s: configuration changed: restarting its worker", name)
             self._transition(entry, Event.STOP)
         self._transition(entry, Event.START)
+
+    def _check_apart(self, name: str, spec: ContainerSpec | None) -> None:
+        """SPEC's destinations are neither those of another known container nor
+        inside or around them (a new pair has no ancestor: it would pull the other's
+        data in, or overwrite it). Raises PolicyError."""
+        if spec is None:
+            return
+        others = {
+            other: [pair.dest for pair in entry.spec.pairs]
+            for other, entry in self.entries.items()
+            if other != name and entry.spec is not None
+        }
+        why = clash([pair.dest for pair in spec.pairs], others)
+        if why is not None:
+            raise PolicyError(why)
 
     def _stopped(self, name: str, runtime: str) -> None:
         if self._known(name, runtime):
@@ -659,7 +675,7 @@ class Supervisor:
                 "(set dest_roots in the settings, or use a label or the config file)",
             )
         try:
-            plan(container, self.settings, policy, parent_pid=os.getpid())
+            self._check_apart(name, plan(container, self.settings, policy, parent_pid=os.getpid()))
         except PolicyError as err:
             raise ControlError(422, f"{name}: {err}") from None
         self.store.set_policy(name, policy)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
 
-from workers import reconcile
+from workers import destpath, reconcile
 from workers import rules as rules_mod
 from workers.ancestor import Ancestor
 from workers.ancestor import load as load_ancestor
@@ -56,6 +56,7 @@ EVENT_LAG = 5.0  # s: an event may reach the batcher this long after its change 
 FLUSH_ROUNDS = 3  # runs the stop's flush may take: a full one, its pending paths, one more try
 DEGRADED_RESCAN = 30.0  # periodic rescan when inotify cannot cover the tree
 HOOK_TIMEOUT = 30.0
+WALK_TIMEOUT = 60.0  # s: the walk of an ssh DEST's path on the peer
 DRAIN_QUIET = 0.7  # longer than watchdog's rename-pairing delay (0.5 s)
 PUMP_SLICE = 0.1  # s: the longest the loop takes inbox items before it looks at batches again
 WAKE = ("wake", 0)  # put into the inbox by a signal: the loop's wait for an event ends
@@ -141,6 +142,8 @@ class Worker:
         if not self.spec.only_initial_sync:
             self._start_watcher()
         self._wait_standby()
+        if not self._stopping:
+            self._secure_dest()
         if self._stopping:
             return ExitCode.OK
         if not self.spec.skip_initial_sync:
@@ -165,6 +168,36 @@ class Worker:
         self._phase(Status.RUNNING)
         self._loop()
         return self._stop()
+
+    def _secure_dest(self) -> None:
+        """Before anything is written: no symlink on DEST's path (rsync, the scans
+        and the pulls would follow it); its missing directories are made, 0700. A
+        peer that cannot be asked is retried like a failed sync: with backoff, as
+        often as a batch (for ever with --ignore-failures), then SYNC_FAILED."""
+        dest = self.spec.destination
+        attempt = 0
+        while not self._stopping:
+            try:
+                walk = destpath.walk(dest, self.spec.rsh, WALK_TIMEOUT, self._deadline)
+            except destpath.Refused as err:
+                raise Halt(ExitCode.CONFIG, str(err)) from None
+            except ScanError as err:
+                attempt += 1
+                self.reporter.counters.last_error = f"DEST check: {err}"
+                if attempt > self.spec.retries and not self.spec.ignore_failures:
+                    raise Halt(ExitCode.SYNC_FAILED, f"sync failed after {attempt} tries: {err}") from None
+                log.warning("DEST check failed (try %d), nothing sent until it passes: %s", attempt, err)
+                self._backoff(attempt)
+                continue
+            if walk is None:
+                log.info("DEST %s is an rsync daemon's: its path is resolved by the daemon", dest)
+                return
+            if walk.made:
+                log.info("made %s on the way to DEST (mode 0700)", "/".join(walk.made))
+            why = destpath.warning(str(dest), walk)
+            if why:
+                log.warning("%s", why)
+            return
 
     def _split_brain(self) -> None:
         """Before the first sync: resolve DEST's own changes by the pair's policy.

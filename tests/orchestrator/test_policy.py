@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
 
-from orchestrator.policy import PolicyError, from_labels, plan
+from orchestrator.policy import PolicyError, check_dest, clash, from_labels, plan
 from orchestrator.runtimes import Container, Mount
 from orchestrator.settings import ContainerPolicy, Rule, Settings
 
@@ -43,7 +45,7 @@ def test_labels_give_one_pair_per_mount() -> None:
     ]
     pair = spec.pairs[0]
     assert pair.json_status and pair.parent_pid == 42 and pair.delay == 1.0
-    assert "--mkpath" in pair.rsync_arg
+    assert "--mkpath" not in pair.rsync_arg  # the worker makes DEST, never through a symlink
 
 
 def test_paths_select_mounts_and_the_layer() -> None:
@@ -148,6 +150,75 @@ def test_odd_container_names_are_refused() -> None:
 def test_hostile_destinations_are_refused(template: str, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         plan(web({**ON, "tandem.dest": template}), settings())
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("/b/{host}/{container}/{mount}", None),
+        ("/b/{container}/x/{mount}", None),
+        ("/b/h1/web/{mount}", "must keep {container}"),  # names another container's place by its text
+        ("/b/{host}-{container}/{mount}", "must keep {container}"),  # part of a name: 'a' + '-b' = 'a-' + 'b'
+        ("/b/x{container}/{mount}", "must keep {container}"),
+        ("/{container}/{mount}", "outside"),  # above the root
+        ("/b/{mount}", "must keep {container}"),
+        ("backup:/srv/{container}/{mount}", None),
+        ("backup:/srv/{mount}", "must keep {container}"),
+    ],
+)
+def test_a_label_dest_under_dest_roots_keeps_its_own_place(template: str, words: str | None) -> None:
+    s = settings(dest_roots=("/b", "backup:/srv"))
+    labelled = web({**ON, "tandem.dest": template})
+    if words is None:
+        assert plan(labelled, s) is not None
+        return
+    with pytest.raises(PolicyError, match=re.escape(words)):
+        plan(labelled, s)
+    with pytest.raises(PolicyError, match=re.escape(words)):  # the same through the API's override
+        plan(web({"tandem.enable": "true"}), s, ContainerPolicy(dest=template))
+
+
+def test_a_root_named_like_the_container_is_not_its_place() -> None:
+    """Root /b/web, a container 'web', template /b/{container}: renders to the root itself."""
+    s = settings(dest_roots=("/b/web",))
+    with pytest.raises(PolicyError, match=re.escape("must keep {container}")):
+        plan(web({**ON, "tandem.dest": "/b/{container}/{mount}"}), s)
+
+
+def test_config_templates_are_trusted_without_container() -> None:
+    s = settings(dest_roots=("/b",), defaults=ContainerPolicy(dest="/b/fixed/{mount}"))
+    assert plan(web({"tandem.enable": "true"}), s) is not None
+
+
+@pytest.mark.parametrize(
+    ("dests", "others", "words"),
+    [
+        (["/b/h1/web/data"], {"db": ["/b/h1/db/data"]}, None),
+        (["/b/h1/web/data"], {"db": ["/b/h1/web/data"]}, "is db's destination"),
+        (["/b/h1/web/data/x"], {"db": ["/b/h1/web/data"]}, "overlaps db's"),
+        (["/b/h1"], {"db": ["/b/h1/db/data"]}, "overlaps db's"),
+        (["/b/h1//web/./data/"], {"db": ["/b/h1/web/data"]}, "is db's"),
+        (["/b/h1/web-2"], {"db": ["/b/h1/web"]}, None),  # a prefix of the text, not of the path
+        (["peer:/b/h1/web"], {"db": ["/b/h1/web"]}, None),  # another host
+        (["PEER:/b/h1/web"], {"db": ["root@peer:/b/h1/web/x"]}, "overlaps db's"),
+        (["rsync://peer/m/web"], {"db": ["peer:/m/web"]}, None),
+        (["/b/a", "/b/c"], {"db": ["/b/x"], "ee": ["/b/c/d"]}, "overlaps ee's"),
+    ],
+)
+def test_clash(dests: list[str], others: dict[str, list[str]], words: str | None) -> None:
+    why = clash(dests, others)
+    assert (why is None) if words is None else (why is not None and words in why), why
+
+
+def test_check_dest_refuses_a_symlink_on_a_local_path(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    roots = (str(tmp_path),)
+    assert check_dest(f"{tmp_path}/real/not/yet", roots).path.endswith("/not/yet")
+    for dest in (f"{tmp_path}/link", f"{tmp_path}/link/below/{{deeper}}"):
+        with pytest.raises(PolicyError, match="'link' on its path is a symbolic link"):
+            check_dest(dest, roots)
+    assert check_dest(f"peer:{tmp_path}/link", ()).kind == "ssh"  # the worker walks it at the peer
 
 
 def test_dest_roots_confine_destinations() -> None:

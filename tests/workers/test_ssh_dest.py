@@ -322,9 +322,9 @@ def test_unreachable_peer_with_ignore_failures_recovers(
         start_worker, ssh_peer, src, dst, "--retries", "1", "--retry-delay", "0.1", "--ignore-failures"
     )
     wait_until(
-        lambda: "kept for a later batch" in worker.err() or worker.proc.poll() is not None,
+        lambda: "nothing sent until it passes" in worker.err() or worker.proc.poll() is not None,
         SYNC_TIMEOUT,
-        "the worker giving up for now",
+        "the worker waiting for DEST's check (no write before it)",
     )
     assert worker.proc.poll() is None, worker.err()
     write(src / "while down.txt", "later")
