@@ -210,7 +210,7 @@ def resolve(
         raise Unresolved(ExitCode.SAFETY_HALT, halt)
     if decision.winner is Side.HERE and not there:
         return describe(decision)  # DEST is empty: the initial sync sends it all, nothing to back up
-    backups = _backup_folders(spec, handler, source, decision, now, deadline)
+    backups = _backup_folders(spec, handler, source, decision, there, now, deadline)
     if isinstance(backups, str):
         write_report(spec.split_brain_report, report(spec, diffs, here, there, ancestor, backups, now))
         raise Unresolved(ExitCode.SAFETY_HALT, backups)
@@ -251,19 +251,28 @@ def resolve(
 
 
 def _backup_folders(
-    spec: WorkerSpec, handler: Any, source: str, decision: Decision, now: float, deadline: Deadline
+    spec: WorkerSpec,
+    handler: Any,
+    source: str,
+    decision: Decision,
+    there: Tree,
+    now: float,
+    deadline: Deadline,
 ) -> dict[bool, str] | str:
     """The --backup-dir of each receiving side (key: pull), made before anything
     changes; or why not (a halt). The default folder is below each side's root,
     where the container may have put a symlink in its place: it is made a real
     directory and given to rsync as an absolute path (a configured one is used
-    as it is)."""
+    as it is). DEST's is made only when a push may replace something there
+    (nobody but tandem writes DEST: a push of new paths backs nothing up, and
+    leaves no empty folder)."""
     rel = f"{BACKUP_DIR}/{stamp(now)}"
     if spec.backup_dir:
         return {True: f"{spec.backup_dir}/{stamp(now)}", False: f"{spec.backup_dir}/{stamp(now)}"}
-    folders: dict[bool, str] = {}
+    folders: dict[bool, str] = {False: rel}
     # A pull may turn into pushes (paths the container changed meanwhile): DEST's too.
-    for pull, needed in ((True, decision.pull), (False, decision.push or decision.pull)):
+    replaces = any(p in there for p in decision.push) or bool(decision.pull)
+    for pull, needed in ((True, bool(decision.pull)), (False, replaces)):
         if not needed:
             continue
         side = "SOURCE" if pull else "DEST"
