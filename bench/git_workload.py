@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.faults.compare import compare
+from tests.faults.compare import Loss, compare
 
 ROOT = Path(__file__).resolve().parent.parent
 TREES = ("/usr/lib/python3/dist-packages", "/usr/lib/python3.11")
@@ -154,14 +154,15 @@ def listed_now(repo: Path) -> list[str]:
     return out
 
 
-def build(source: Path, trees: list[str], limit: int) -> int:
-    """Copy TREES into SOURCE (at most LIMIT files, 0: all); git init. Returns the file count."""
+def build(source: Path, trees: list[str], limit: int, suffix: str = "") -> int:
+    """Copy TREES' files (those named *SUFFIX) into SOURCE, at most LIMIT (0: all).
+    Returns the file count."""
     count = 0
     for top in trees:
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames.sort()
             rel = Path(Path(top).name) / os.path.relpath(dirpath, top)
-            for name in sorted(filenames):
+            for name in sorted(n for n in filenames if n.endswith(suffix)):
                 if limit and count >= limit:
                     return count
                 target = source / rel / name
@@ -256,28 +257,45 @@ def run(
     source.mkdir()
     dest.mkdir()
     figures = Figures(files=build(source, trees, limit))
-    worker = Worker(source, dest, [*args, "--stop-timeout", str(stop_timeout)])
+    worker = start(source, dest, args, stop_timeout, figures)
     try:
-        if not worker.wait_for(lambda line: line.get("status") == "running", 300):
-            figures.notes.append(f"never running: {worker.last()}")
-        start = time.monotonic()
+        begin = time.monotonic()
         workload(source, random.Random(seed), scale)
         done = time.monotonic()
-        figures.workload = done - start
+        figures.workload = done - begin
         idle = stop_at_once or worker.wait_for(
             lambda line: line.get("pending") == 0 and line.get("event") != "sync", catch_up
         )
         figures.catch_up = 0.0 if stop_at_once else time.monotonic() - done
         if not idle:
             figures.notes.append(f"still {worker.last().get('pending')} pending after {catch_up:.0f}s")
-        term = time.monotonic()
-        figures.exit_code = worker.stop(stop_timeout + 120)
-        figures.stop = time.monotonic() - term
-        figures.max_line_gap, figures.max_sync_gap = gaps(worker.lines, start, term)
-        figures.max_lag = longest_lag([(t, r) for t, r in worker.lines if r.get("event") != "exit"], term)
+        stop(worker, figures, begin, stop_timeout)
     finally:
         if worker.proc.returncode is None:
             worker.stop(5)
+    tally(worker, figures, source, dest)
+    return figures
+
+
+def start(source: Path, dest: Path, args: tuple[str, ...], stop_timeout: float, figures: Figures) -> Worker:
+    """The worker, once it reports running (or a note that it never did)."""
+    worker = Worker(source, dest, [*args, "--stop-timeout", str(stop_timeout)])
+    if not worker.wait_for(lambda line: line.get("status") == "running", 300):
+        figures.notes.append(f"never running: {worker.last()}")
+    return worker
+
+
+def stop(worker: Worker, figures: Figures, begin: float, stop_timeout: float) -> None:
+    """SIGTERM; the exit code, the stop time, and the gaps and lag from BEGIN to SIGTERM."""
+    term = time.monotonic()
+    figures.exit_code = worker.stop(stop_timeout + 120)
+    figures.stop = time.monotonic() - term
+    figures.max_line_gap, figures.max_sync_gap = gaps(worker.lines, begin, term)
+    figures.max_lag = longest_lag([(t, r) for t, r in worker.lines if r.get("event") != "exit"], term)
+
+
+def tally(worker: Worker, figures: Figures, source: Path, dest: Path) -> Loss:
+    """The stopped worker's reports and CPU, and DEST against SOURCE."""
     reports = [line for _, line in worker.lines]
     figures.max_pending = max((int(r.get("pending", 0)) for r in reports), default=0)
     figures.syncs = max((int(r.get("syncs", 0)) for r in reports), default=0)
@@ -289,7 +307,7 @@ def run(
         len(loss.differing),
         len(loss.stale),
     )
-    return figures
+    return loss
 
 
 def main() -> int:
@@ -312,11 +330,17 @@ def main() -> int:
             seed=opts.seed,
             stop_at_once=opts.stop_at_once,
         )
+    return report(figures, opts.json)
+
+
+def report(figures: Figures, path: str | None) -> int:
+    """Print FIGURES (and write them to PATH as JSON); 0 if DEST ended equal after exit 0."""
     out = {**asdict(figures), "equal": figures.equal}
+    width = max(map(len, out))
     for key, value in out.items():
-        print(f"{key:>14}: {round(value, 2) if isinstance(value, float) else value}")
-    if opts.json:
-        Path(opts.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"{key:>{width}}: {round(value, 2) if isinstance(value, float) else value}")
+    if path:
+        Path(path).write_text(json.dumps(out, indent=2) + "\n")
     return 0 if figures.equal and figures.exit_code == 0 else 1
 
 
