@@ -142,16 +142,15 @@ class Worker:
         if not self.spec.only_initial_sync:
             self._start_watcher()
         self._wait_standby()
-        if not self._stopping:
-            self._secure_dest()
-        if self._stopping:
-            return ExitCode.OK
+        if self._stopping and self.spec.standby_file and os.path.exists(self.spec.standby_file):
+            return ExitCode.OK  # stopped in standby: nothing is sent (the next start's sync is)
+        # A stop asked for from here on is a flush: the check and the initial sync
+        # still run, within the stop's deadline (the container's data as it stopped).
+        self._secure_dest()
         if not self.spec.skip_initial_sync:
             self.reporter.phase(Status.INITIAL_SYNC)
-            if self.spec.split_brain:
-                self._split_brain()
-                if self._stopping:
-                    return ExitCode.OK
+            if self.spec.split_brain and not self._split_brain():
+                return ExitCode.OK  # stopped before a decision: nothing may be sent
             # What changed before now (while in standby, during the check) is in
             # the initial sync: its compare sends what differs, in the same run.
             self._pump(0)
@@ -176,7 +175,7 @@ class Worker:
         often as a batch (for ever with --ignore-failures), then SYNC_FAILED."""
         dest = self.spec.destination
         attempt = 0
-        while not self._stopping:
+        while True:
             try:
                 walk = destpath.walk(dest, self.spec.rsh, WALK_TIMEOUT, self._deadline)
             except destpath.Refused as err:
@@ -184,7 +183,8 @@ class Worker:
             except ScanError as err:
                 attempt += 1
                 self.reporter.counters.last_error = f"DEST check: {err}"
-                if attempt > self.spec.retries and not self.spec.ignore_failures:
+                stopped = self._stop_at is not None and time.monotonic() >= self._stop_at
+                if stopped or (attempt > self.spec.retries and not self.spec.ignore_failures):
                     raise Halt(ExitCode.SYNC_FAILED, f"sync failed after {attempt} tries: {err}") from None
                 log.warning("DEST check failed (try %d), nothing sent until it passes: %s", attempt, err)
                 self._backoff(attempt)
@@ -199,15 +199,16 @@ class Worker:
                 log.warning("%s", why)
             return
 
-    def _split_brain(self) -> None:
+    def _split_brain(self) -> bool:
         """Before the first sync: resolve DEST's own changes by the pair's policy.
-        A side that cannot be listed is retried with backoff (until a stop)."""
+        A side that cannot be listed is retried with backoff (until a stop: then
+        False, nothing decided)."""
         assert self.handler is not None
         ancestor = load_ancestor(self.spec.snapshot_file, self.pair)
         if ancestor is not None and self.ancestor is not None:
             self.ancestor.tree = dict(ancestor)  # later updates refine it, never start from nothing
         attempt = 0
-        while not self._stopping:
+        while True:
             try:
                 with self._progress("split-brain scan") as advance:
                     summary = reconcile.resolve(
@@ -224,6 +225,8 @@ class Worker:
                 attempt += 1
                 self.reporter.counters.last_error = f"split-brain check: {err}"
                 log.warning("split-brain check failed (try %d): %s", attempt, err)
+                if self._stopping:
+                    return False
                 self._backoff(attempt)
                 continue
             except reconcile.Unresolved as err:
@@ -238,7 +241,7 @@ class Worker:
                 "yes" if ancestor is not None else "none",
                 summary,
             )
-            return
+            return True
 
     def _defuse_moves(self) -> None:
         """Take in the events of what was just done (until the inbox stays quiet
