@@ -187,8 +187,9 @@ class Watcher:
                     if not watcher.capped:  # once: every directory past the cap is in the rescans
                         watcher.capped = True
                         watcher.on_degraded(
-                            f"inotify watch cap {watcher.max_watches} reached at {os.fsdecode(path)!r} "
-                            "(--max-watches: the host's watches are shared by every worker)"
+                            f"no inotify watch on {os.fsdecode(path)!r}: the watch cap "
+                            f"{watcher.max_watches} is reached (--max-watches: the host's watches "
+                            "are shared by every worker)"
                         )
                     return
                 super()._add_callback(path)

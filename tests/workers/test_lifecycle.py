@@ -416,10 +416,10 @@ def test_a_worker_holds_at_most_its_inotify_watch_cap(dirs, start_worker) -> Non
     worker = start_worker(src, dst, "--delay", "0.1", "--max-watches", "10")
     worker.wait_running()
     wait_until(lambda: worker.lines[-1]["degraded"], 10, "degraded")
-    assert "watch cap 10" in str(worker.lines[-1]["degraded"])
+    assert "watch cap 10 is reached" in str(worker.lines[-1]["degraded"])
     assert 0 < int(worker.lines[-1]["watches"]) <= 10
     (src / "d29" / "f").write_text("unwatched: found by a rescan")
     worker.signal(signal.SIGUSR2)
     wait_until(lambda: (dst / "d29" / "f").exists(), 10, "rescanned")
-    assert worker.stderr.count(b"watch cap 10 reached") == 1
+    assert worker.stderr.count(b"watch cap 10 is reached") == 1
     assert worker.stop() == 0
